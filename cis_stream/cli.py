@@ -1,0 +1,110 @@
+"""`cis-stream` command line: index, weights."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(',') if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected comma-separated integers, e.g. 16,256')
+
+
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                        help='.jsonl, .jsonl.gz, .jsonl.zst or .txt files, directories or globs')
+    parser.add_argument('--out', required=True, help='directory of the index to publish')
+    parser.add_argument('--embedder', default='lsi',
+                        help='lsi (fast, model-free), minilm (SBERT all-MiniLM-L6-v2, the paper) or '
+                             'package.module:Class (your own)')
+    parser.add_argument('--levels', type=_int_list, default=[16, 256],
+                        help='clusters per level, each a multiple of the one above (default 16,256)')
+    parser.add_argument('--window', type=int, default=1024, help='tokens per window (default 1024)')
+    parser.add_argument('--seq-len', type=int, default=None, help='tokens per sample (default: --window)')
+    parser.add_argument('--tokenizer', default=None,
+                        help='a tokenizer.json or a folder with one (default: GPT-2 BPE)')
+    parser.add_argument('--eos-token', default=None, help='end-of-text token of --tokenizer')
+    parser.add_argument('--text-field', default='text', help='JSON field holding the text (default text)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from cis_stream.index import IndexOptions, build_index, summary
+    options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
+                           seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
+                           text_field=args.text_field, seed=args.seed)
+    index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite)
+    print(summary(index.manifest))
+    print(f'published {index.root}')
+    return 0
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--index', required=True, help='a published index directory')
+    parser.add_argument('--specialist', nargs='+', default=[], metavar='FILE',
+                        help='specialist sample files (same formats as index inputs)')
+    parser.add_argument('--task', action='append', default=[], metavar='FILE[,FILE...]:WEIGHT',
+                        help='one task of a multi-task mixture (repeatable), e.g. med.jsonl:0.7')
+    parser.add_argument('--level', type=int, default=None,
+                        help='tree level of the histogram (0 = top; default: the deepest level whose '
+                             'occupied clusters hold at least --min-per-cluster specialist windows on average)')
+    parser.add_argument('--min-per-cluster', type=float, default=None,
+                        help='specialist windows per occupied cluster for the default level rule')
+    parser.add_argument('--smoothing', type=float, default=0.0,
+                        help='mix this fraction of the generalist histogram into the target (0..1)')
+    parser.add_argument('--max-repeat', type=float, default=None,
+                        help='cap expected passes over any leaf for a --tokens budget')
+    parser.add_argument('--tokens', type=int, default=None, help='training token budget for --max-repeat')
+    parser.add_argument('--text-field', default='text')
+    parser.add_argument('-o', '--output', required=True, help='the weights file to write (NAME.weights.json)')
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    from cis_stream.weights import WeightOptions, compute_weights, parse_task, summary, write_weights
+    tasks = [parse_task(spec) for spec in args.task]
+    if args.specialist:
+        tasks.insert(0, (args.specialist, 1.0))
+    if not tasks:
+        raise ValueError('give --specialist FILE... or at least one --task FILE:WEIGHT')
+    options = WeightOptions(level=args.level, smoothing=args.smoothing, max_repeat=args.max_repeat,
+                            tokens=args.tokens, text_field=args.text_field,
+                            **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster else {}))
+    weights = compute_weights(args.index, tasks, options)
+    write_weights(weights, args.output)
+    print(summary(weights))
+    print(f'wrote {args.output}')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='cis-stream', description=(
+        'Clustered importance sampling for MosaicML Streaming: index a generalist corpus into '
+        'clusters, weight them by a specialist sample, train on the mixture.'))
+    parser.add_argument('-v', '--verbose', action='store_true')
+    sub = parser.add_subparsers(dest='command', required=True)
+    add_index_arguments(sub.add_parser('index', help='build a cluster index from generalist text'))
+    add_weights_arguments(sub.add_parser('weights', help='mixture weights from a specialist sample'))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    handlers = {'index': run_index, 'weights': run_weights}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        # Our errors carry the file, line and what to do; a traceback would only hide that.
+        print(f'cis-stream {args.command}: error: {err}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

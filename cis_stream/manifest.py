@@ -1,0 +1,141 @@
+"""A published cluster index: its manifest, and the means to place new text in its tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from cis_stream.embedders import Embedder, load_embedder
+from cis_stream.tokens import TokenizerHandle, make_windows, tokenizer_from_json
+from cis_stream.tree import Tree
+
+FORMAT_VERSION = 1
+MANIFEST = 'cis_index.json'
+TREE_FILE = 'tree.npz'
+TOKENIZER_FILE = 'tokenizer.json'
+EMBEDDER_DIR = 'embedder'
+REJECTS_FILE = 'rejects.jsonl'
+CLUSTERS_DIR = 'clusters'
+# Text handed to the embedder in one call when placing new text in the tree.
+EMBED_BATCH = 1024
+
+
+class NotAnIndexError(ValueError):
+    """A path that is not a (complete, readable) cis_stream index."""
+
+
+def leaf_dir_name(leaf: int) -> str:
+    return f'{leaf:05d}'
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Placement:
+    """Where new windows land: node id per level, plus their documents and token counts."""
+    nodes: np.ndarray        # int64 [windows, levels]
+    doc_index: np.ndarray    # int64 [windows], position of the window's document in the input
+    tokens: np.ndarray       # int64 [windows], tokens per window
+
+
+class CISIndex:
+    """Read access to a published index (`CISIndex.open(path)`)."""
+
+    def __init__(self, root: str, manifest: dict):
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, root: str) -> 'CISIndex':
+        path = os.path.join(root, MANIFEST)
+        if not os.path.isdir(root):
+            raise NotAnIndexError(f'{root}: no such index directory')
+        if not os.path.isfile(path):
+            raise NotAnIndexError(f'{root}: not a cis_stream index (no {MANIFEST}); an interrupted build '
+                              f'never publishes one, so run `cis-stream index` again')
+        try:
+            with open(path, encoding='utf-8') as handle:
+                manifest = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise NotAnIndexError(f'{path}: unreadable manifest ({err})') from err
+        if manifest.get('format_version') != FORMAT_VERSION:
+            raise NotAnIndexError(f'{path}: format version {manifest.get("format_version")!r}; this '
+                              f'cis_stream reads version {FORMAT_VERSION}')
+        return cls(root, manifest)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest['fingerprint']
+
+    @property
+    def levels(self) -> list[int]:
+        """Number of nodes per level after pruning (the last level are the leaves)."""
+        return [len(level['nodes']) for level in self.manifest['tree']['levels']]
+
+    @property
+    def num_leaves(self) -> int:
+        return self.levels[-1]
+
+    def counts(self, level: int, field: str = 'windows') -> np.ndarray:
+        """Per-node counts at `level`: documents, windows, samples or tokens."""
+        return np.asarray([node[field] for node in self.manifest['tree']['levels'][level]['nodes']],
+                          dtype=np.int64)
+
+    def parents(self, level: int) -> np.ndarray:
+        return self.tree.parents[level]
+
+    def leaf_ancestors(self, level: int) -> np.ndarray:
+        """For each leaf, its ancestor at `level`."""
+        nodes = np.arange(self.num_leaves)
+        for lower in range(len(self.levels) - 1, level, -1):
+            nodes = self.tree.parents[lower][nodes]
+        return nodes
+
+    def leaf_path(self, leaf: int) -> str:
+        return os.path.join(self.root, CLUSTERS_DIR, leaf_dir_name(leaf))
+
+    @property
+    def leaf_paths(self) -> list[str]:
+        return [self.leaf_path(leaf) for leaf in range(self.num_leaves)]
+
+    @cached_property
+    def tree(self) -> Tree:
+        return Tree.load(os.path.join(self.root, TREE_FILE))
+
+    @property
+    def centroids(self) -> list[np.ndarray]:
+        return self.tree.centroids
+
+    @cached_property
+    def tokenizer(self) -> TokenizerHandle:
+        with open(os.path.join(self.root, TOKENIZER_FILE), encoding='utf-8') as handle:
+            return tokenizer_from_json(handle.read(), self.manifest['options']['tokenizer']['eos_id'])
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        spec = self.manifest['options']['embedder']
+        return load_embedder(spec['name'], spec['config'], os.path.join(self.root, EMBEDDER_DIR))
+
+    def place(self, texts: list[str]) -> Placement:
+        """Window, embed and assign texts exactly as the indexer did (the index's own parts)."""
+        windows = make_windows(self.tokenizer, texts, self.manifest['options']['window'])
+        vectors = [self.embedder.embed(windows.texts[i:i + EMBED_BATCH])
+                   for i in range(0, len(windows.texts), EMBED_BATCH)]
+        dim = self.centroids[0].shape[1]
+        nodes = self.tree.assign(np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))
+        return Placement(nodes, windows.doc_index, windows.lengths)

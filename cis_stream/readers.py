@@ -1,0 +1,161 @@
+"""Stream documents out of text files, one at a time, never loading a corpus whole.
+
+Every document either comes out as a `Document` or is reported as a `Reject` with its file, line
+and reason, so that callers can reconcile "documents read = indexed + rejected".
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+import zstandard
+
+SUPPORTED_SUFFIXES = ('.jsonl', '.jsonl.gz', '.jsonl.zst', '.txt')
+
+
+class InputError(ValueError):
+    """A bad input path or a bad record under --strict: the message names what to fix."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: `doc_id` is stable across runs (`<file>:<line>`, or the file for .txt)."""
+    doc_id: str
+    path: str
+    line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One document (or file) that could not be used, and why."""
+    path: str
+    line: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return {'file': self.path, 'line': self.line, 'reason': self.reason}
+
+
+Record = Union[Document, Reject]
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Resolve files, directories (recursively) and globs into a sorted, de-duplicated file list.
+
+    Sorting makes the document order, and so every downstream result, independent of the
+    order in which the file system lists a directory.
+    """
+    files: list[str] = []
+    for spec in inputs:
+        if os.path.isdir(spec):
+            found = [
+                os.path.join(root, name) for root, _, names in os.walk(spec) for name in names
+                if name.endswith(SUPPORTED_SUFFIXES)
+            ]
+            if not found:
+                raise InputError(f'{spec}: directory holds no {", ".join(SUPPORTED_SUFFIXES)} files')
+            files.extend(found)
+        elif os.path.isfile(spec):
+            if not spec.endswith(SUPPORTED_SUFFIXES):
+                raise InputError(
+                    f'{spec}: unsupported file type; use one of {", ".join(SUPPORTED_SUFFIXES)}')
+            files.append(spec)
+        elif glob.has_magic(spec):
+            found = [f for f in glob.glob(spec, recursive=True)
+                     if os.path.isfile(f) and f.endswith(SUPPORTED_SUFFIXES)]
+            if not found:
+                raise InputError(f'{spec}: pattern matches no {", ".join(SUPPORTED_SUFFIXES)} files')
+            files.extend(found)
+        else:
+            raise InputError(f'{spec}: no such file or directory')
+    return sorted({os.path.abspath(f) for f in files})
+
+
+def _open_binary(path: str) -> io.BufferedIOBase:
+    raw = open(path, 'rb')
+    if path.endswith('.gz'):
+        return gzip.GzipFile(fileobj=raw)
+    if path.endswith('.zst'):
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return raw
+
+
+def _read_jsonl(path: str, text_field: str) -> Iterator[Record]:
+    line_no = 0
+    with _open_binary(path) as handle:
+        while True:
+            try:
+                raw = handle.readline()
+            except (OSError, EOFError, zstandard.ZstdError) as err:
+                # Truncated or corrupt compressed stream: what was read stays indexed, the rest
+                # of the file is reported once, at the line where reading stopped.
+                yield Reject(path, line_no + 1, f'unreadable compressed data after this point: {err}')
+                return
+            if not raw:
+                return
+            line_no += 1
+            if not raw.strip():
+                yield Reject(path, line_no, 'empty line')
+                continue
+            try:
+                line = raw.decode('utf-8')
+            except UnicodeDecodeError as err:
+                yield Reject(path, line_no, f'invalid UTF-8 at byte {err.start}')
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield Reject(path, line_no, f'malformed JSON: {err.msg} at column {err.colno}')
+                continue
+            if not isinstance(record, dict):
+                yield Reject(path, line_no, f'expected a JSON object per line, got {type(record).__name__}')
+                continue
+            if text_field not in record:
+                yield Reject(path, line_no, f'missing text field {text_field!r}')
+                continue
+            text = record[text_field]
+            if not isinstance(text, str):
+                yield Reject(path, line_no, f'text field {text_field!r} is {type(text).__name__}, not a string')
+                continue
+            if not text.strip():
+                yield Reject(path, line_no, 'empty document')
+                continue
+            yield Document(f'{path}:{line_no}', path, line_no, text)
+
+
+def _read_txt(path: str) -> Iterator[Record]:
+    with open(path, 'rb') as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as err:
+        yield Reject(path, 1, f'invalid UTF-8 at byte {err.start}')
+        return
+    if not text.strip():
+        yield Reject(path, 1, 'empty document')
+        return
+    yield Document(path, path, 1, text)
+
+
+def read_file(path: str, text_field: str = 'text') -> Iterator[Record]:
+    """Yield the documents and rejects of one file; an unreadable file is one reject."""
+    try:
+        if path.endswith('.txt'):
+            yield from _read_txt(path)
+        else:
+            yield from _read_jsonl(path, text_field)
+    except OSError as err:
+        yield Reject(path, 0, f'unreadable file: {err.strerror or err}')
+
+
+def read_documents(files: list[str], text_field: str = 'text') -> Iterator[Record]:
+    """Yield every record of every file, in order."""
+    for path in files:
+        yield from read_file(path, text_field)

