@@ -1,0 +1,132 @@
+"""`ClusteredImportanceDataset`: the CRISP mixture as a drop-in Streaming dataset.
+
+One `Stream` per leaf with non-zero draws, each with an exact per-epoch `choose` count (the
+largest-remainder rounding of epoch_size × p(leaf)), so Streaming's own partitioning, shuffling,
+multi-worker/multi-node ordering and resumption apply unchanged. We override only
+`__getitem__`, `state_dict` and `load_state_dict`, as Streaming recommends for subclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from streaming import Stream, StreamingDataset
+from streaming.base.storage import CloudDownloader
+
+from cis_stream.manifest import CLUSTERS_DIR, MANIFEST, CISIndex, leaf_dir_name
+from cis_stream.mixture import capped_counts
+from cis_stream.weights import read_weights
+
+FINGERPRINT_KEY = 'cis_fingerprint'
+# Parallel fetches of per-leaf index.json files (Streaming fetches them one after another).
+INDEX_FETCH_THREADS = 32
+DOWNLOAD_TIMEOUT = 60.0
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in path
+
+
+def _fetch(remote: str, local: str) -> None:
+    downloader = CloudDownloader.get(remote)
+    try:
+        downloader.download(remote, local, DOWNLOAD_TIMEOUT)
+    finally:
+        downloader.clean_up()
+
+
+def open_index(index: str, local: str | None) -> CISIndex:
+    """Open a local index, or fetch a remote one's manifest and leaf indexes into `local`."""
+    if not _is_remote(index):
+        return CISIndex.open(index)
+    if local is None:
+        raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
+    _fetch(f'{index}/{MANIFEST}', os.path.join(local, MANIFEST))
+    opened = CISIndex.open(local)
+    names = [f'{CLUSTERS_DIR}/{leaf_dir_name(leaf)}/index.json' for leaf in range(opened.num_leaves)]
+    with ThreadPoolExecutor(INDEX_FETCH_THREADS) as pool:
+        list(pool.map(lambda name: _fetch(f'{index}/{name}', os.path.join(local, name)), names))
+    return opened
+
+
+def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size: int,
+                        max_repeat: float | None) -> str:
+    """Short id of what decides the sample order besides Streaming's own knobs."""
+    proportions = None if weights is None else weights['leaf_proportions']
+    blob = json.dumps([index_fingerprint, proportions, epoch_size, max_repeat], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ClusteredImportanceDataset(StreamingDataset):
+    """Draw fixed-length token samples from an index's leaves in the weights' proportions.
+
+    Args:
+        index: a local index directory, or a remote URL (s3://..., gs://...) with `local` set.
+        weights: a `*.weights.json` made for this index, or None for the uniform generalist
+            baseline (each leaf in proportion to its size), through the same code.
+        epoch_size: samples per epoch (default: the index's total samples).
+        max_seq_len: tokens per item (default: the index's seq_len; shorter truncates).
+        local: local cache directory for a remote index.
+        max_repeat: cap on passes over any leaf per epoch; the excess goes to other leaves.
+        allow_mixture_change: let `load_state_dict` resume a run made with other weights.
+        **kwargs: StreamingDataset options (batch_size, shuffle, shuffle_seed,
+            num_canonical_nodes, ...). Streams, epoch_size and allow_unsafe_types are ours.
+    """
+
+    def __init__(self, index: str, weights: str | None = None, epoch_size: int | None = None,
+                 max_seq_len: int | None = None, local: str | None = None,
+                 max_repeat: float | None = None, allow_mixture_change: bool = False, **kwargs: Any):
+        for key in ('streams', 'remote', 'epoch_size', 'allow_unsafe_types'):
+            if key in kwargs:
+                raise ValueError(f'ClusteredImportanceDataset sets {key!r} itself; do not pass it')
+        opened = open_index(index, local)
+        self.cis_index = opened
+        seq_len = opened.manifest['options']['seq_len']
+        self.max_seq_len = max_seq_len or seq_len
+        if self.max_seq_len > seq_len:
+            raise ValueError(f'max_seq_len {self.max_seq_len} exceeds the index samples of {seq_len} tokens')
+        leaf_samples = opened.counts(len(opened.levels) - 1, 'samples')
+        self.cis_weights = read_weights(weights, opened) if weights is not None else None
+        proportions = (np.asarray(self.cis_weights['leaf_proportions']) if self.cis_weights
+                       else leaf_samples / leaf_samples.sum())
+        epoch_size = int(epoch_size or leaf_samples.sum())
+        self.leaf_counts = capped_counts(proportions, epoch_size, leaf_samples, max_repeat)
+        self.stream_leaves = np.flatnonzero(self.leaf_counts)
+        self.allow_mixture_change = allow_mixture_change
+        self.cis_fingerprint = mixture_fingerprint(opened.fingerprint, self.cis_weights, epoch_size, max_repeat)
+        streams = [Stream(local=opened.leaf_path(leaf),
+                          remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if _is_remote(index) else None,
+                          choose=int(self.leaf_counts[leaf]))
+                   for leaf in self.stream_leaves]
+        super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)
+
+    def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
+        """The leaf each global sample id is drawn from."""
+        shards = np.asarray([self.spanner[int(i)][0] for i in np.atleast_1d(sample_ids)], dtype=np.int64)
+        return self.stream_leaves[np.asarray(self.stream_per_shard)[shards]]
+
+    def __getitem__(self, sample_id: int) -> dict[str, torch.Tensor]:
+        tokens = super().__getitem__(sample_id)['tokens'][:self.max_seq_len]
+        return {'input_ids': torch.from_numpy(tokens.astype(np.int64)),
+                'sample_id': torch.tensor(int(sample_id), dtype=torch.int64)}
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        state = super().state_dict(num_samples, from_beginning)
+        state[FINGERPRINT_KEY] = self.cis_fingerprint
+        return state
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        saved = obj.get(FINGERPRINT_KEY)
+        if saved != self.cis_fingerprint and not self.allow_mixture_change:
+            raise ValueError(
+                f'cannot resume: the checkpoint was drawn from mixture {saved}, but this dataset is '
+                f'{self.cis_fingerprint} (index {self.cis_index.fingerprint[:16]}, other weights, epoch '
+                f'size or cap). Use the original index and weights, or pass allow_mixture_change=True '
+                f'to continue on the new mixture on purpose.')
+        super().load_state_dict({k: v for k, v in obj.items() if k != FINGERPRINT_KEY})

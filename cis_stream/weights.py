@@ -1,0 +1,210 @@
+"""Specialist mixture weights: histogram over the index's clusters → proportions over leaves.
+
+CRISP step 3: the specialist sample goes down the index's own tree (same tokenizer, window,
+embedder); its histogram P(c|spec) at a level L, optionally smoothed with P(c|gen) and mixed
+over several tasks, is the target. Each level-L node's mass is spread over the leaves below it
+in proportion to their generalist sample counts (uniform inside the cluster). An optional
+max-repeat cap bounds the passes over any leaf for a token budget.
+
+The weights file is a pure function of (index fingerprint, specialist inputs, options): no
+timestamps, canonical JSON, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cis_stream.manifest import CISIndex, canonical_json
+from cis_stream.mixture import cap_proportions
+from cis_stream.readers import Document, expand_inputs, read_documents
+
+WEIGHTS_FORMAT = 'cis_stream.weights/1'
+# Specialist documents placed per call (bounds memory for large specialist sets).
+PLACE_BATCH_DOCS = 512
+
+
+@dataclass
+class WeightOptions:
+    level: int | None = None
+    # Default level rule: the deepest level whose occupied clusters hold on average at least this
+    # many specialist windows (few windows per cluster means a noisy, overfitting histogram).
+    min_per_cluster: float = 10.0
+    smoothing: float = 0.0
+    max_repeat: float | None = None
+    tokens: int | None = None
+    text_field: str = 'text'
+
+    def validate(self, index: CISIndex) -> None:
+        if self.level is not None and not 0 <= self.level < len(index.levels):
+            raise ValueError(f'--level {self.level}: the index has levels 0..{len(index.levels) - 1}')
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f'--smoothing {self.smoothing}: must be between 0 and 1')
+        if (self.max_repeat is None) != (self.tokens is None):
+            raise ValueError('--max-repeat and --tokens go together: the cap is in passes over a leaf '
+                             'for a training budget of --tokens')
+        if self.max_repeat is not None and self.max_repeat <= 0:
+            raise ValueError(f'--max-repeat {self.max_repeat}: must be positive')
+
+
+def parse_task(spec: str) -> tuple[list[str], float]:
+    """'a.jsonl,b.jsonl:0.7' → (['a.jsonl', 'b.jsonl'], 0.7)."""
+    files, sep, weight = spec.rpartition(':')
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not sep or not files or value <= 0:
+        raise ValueError(f'--task {spec!r}: expected FILE[,FILE...]:WEIGHT with a positive weight')
+    return files.split(','), value
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def place_specialist(index: CISIndex, files: list[str], text_field: str) -> tuple[np.ndarray, list[dict]]:
+    """Send specialist files down the tree: node ids per window [windows, levels], input records."""
+    paths = expand_inputs(files)
+    records = {p: {'name': os.path.basename(p), 'bytes': os.path.getsize(p), 'sha256': _sha256(p),
+                   'documents': 0, 'rejected': 0} for p in paths}
+    nodes, texts = [], []
+    for item in read_documents(paths, text_field):
+        records[item.path]['documents' if isinstance(item, Document) else 'rejected'] += 1
+        if isinstance(item, Document):
+            texts.append(item.text)
+            if len(texts) >= PLACE_BATCH_DOCS:
+                nodes.append(index.place(texts).nodes)
+                texts = []
+    if texts:
+        nodes.append(index.place(texts).nodes)
+    if not nodes:
+        raise ValueError(f'no usable specialist document in {files}: '
+                         f'{sum(r["rejected"] for r in records.values())} rejected')
+    return np.concatenate(nodes), list(records.values())
+
+
+def choose_level(index: CISIndex, specialist_nodes: np.ndarray, min_per_cluster: float) -> int:
+    """The deepest level whose occupied clusters average at least `min_per_cluster` windows."""
+    for level in range(len(index.levels) - 1, -1, -1):
+        occupied = len(np.unique(specialist_nodes[:, level]))
+        if len(specialist_nodes) / occupied >= min_per_cluster:
+            return level
+    return 0
+
+
+def spread_to_leaves(index: CISIndex, level: int, node_mass: np.ndarray) -> np.ndarray:
+    """Spread each level-`level` node's mass over its leaves by their generalist sample counts."""
+    ancestor = index.leaf_ancestors(level)
+    leaf_samples = index.counts(len(index.levels) - 1, 'samples').astype(np.float64)
+    node_samples = np.bincount(ancestor, weights=leaf_samples, minlength=index.levels[level])
+    return node_mass[ancestor] * leaf_samples / node_samples[ancestor]
+
+
+def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
+                    options: WeightOptions | None = None) -> dict:
+    """The weights record for `tasks` ([(files, weight)], one task for a single specialist set)."""
+    index = index if isinstance(index, CISIndex) else CISIndex.open(index)
+    options = options or WeightOptions()
+    options.validate(index)
+    placed = [(place_specialist(index, files, options.text_field), weight) for files, weight in tasks]
+    all_nodes = np.concatenate([nodes for (nodes, _), _ in placed])
+    level = options.level if options.level is not None else choose_level(index, all_nodes, options.min_per_cluster)
+    size = index.levels[level]
+    generalist = index.counts(level, 'windows').astype(np.float64)
+    generalist /= generalist.sum()
+    task_records, specialist = [], np.zeros(size)
+    total_weight = sum(weight for _, weight in placed)
+    for (nodes, inputs), weight in placed:
+        histogram = np.bincount(nodes[:, level], minlength=size) / len(nodes)
+        specialist += weight / total_weight * histogram
+        task_records.append({'weight': weight, 'inputs': inputs, 'windows': int(len(nodes)),
+                             'windows_per_level': [np.bincount(nodes[:, l], minlength=n).tolist()
+                                                   for l, n in enumerate(index.levels)]})
+    target = (1 - options.smoothing) * specialist + options.smoothing * generalist
+    leaf = spread_to_leaves(index, level, target)
+    leaf_samples = index.counts(len(index.levels) - 1, 'samples')
+    seq_len = index.manifest['options']['seq_len']
+    budget = (options.tokens // seq_len) if options.tokens else int(leaf_samples.sum())
+    if options.max_repeat is not None:
+        leaf = cap_proportions(leaf, options.max_repeat * leaf_samples / budget)
+    leaf = leaf / leaf.sum()
+    final_node = np.bincount(index.leaf_ancestors(level), weights=leaf, minlength=size)
+    importance = np.divide(final_node, generalist, out=np.zeros(size), where=generalist > 0)
+    ess_fraction = 1.0 / float(np.sum(final_node[generalist > 0] ** 2 / generalist[generalist > 0]))
+    return {
+        'format': WEIGHTS_FORMAT,
+        'index_fingerprint': index.fingerprint,
+        'options': asdict(options),
+        'level': level,
+        'level_rule': 'given' if options.level is not None else f'deepest with >= {options.min_per_cluster} '
+                                                                 f'specialist windows per occupied cluster',
+        'tasks': task_records,
+        'generalist_histogram': generalist.tolist(),
+        'specialist_histogram': specialist.tolist(),
+        'target_histogram': final_node.tolist(),
+        'importance_weights': importance.tolist(),
+        'coverage': float(np.mean(final_node > 0)),
+        'ess_fraction': ess_fraction,
+        'ess_samples': ess_fraction * int(leaf_samples.sum()),
+        'budget_samples': budget,
+        'leaf_proportions': leaf.tolist(),
+        'expected_repeats': (leaf * budget / leaf_samples).tolist(),
+    }
+
+
+def write_weights(weights: dict, path: str) -> None:
+    """Canonical JSON (sorted keys, fixed separators, trailing newline): byte-identical reruns."""
+    with open(path, 'wb') as handle:
+        handle.write(canonical_json(weights) + b'\n')
+
+
+def read_weights(path: str, index: CISIndex) -> dict:
+    """Load and check a weights file against `index`; every failure names the file and the fix."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            weights = json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f'{path}: no such weights file; make one with `cis-stream weights`') from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f'{path}: not a weights file ({err})') from err
+    if not isinstance(weights, dict) or weights.get('format') != WEIGHTS_FORMAT:
+        raise ValueError(f'{path}: not a {WEIGHTS_FORMAT} weights file')
+    if weights.get('index_fingerprint') != index.fingerprint:
+        raise ValueError(f'{path} was made for index {str(weights.get("index_fingerprint"))[:16]}, '
+                         f'but {index.root} is {index.fingerprint[:16]}: recompute it with '
+                         f'`cis-stream weights --index {index.root} ...`')
+    proportions = np.asarray(weights.get('leaf_proportions', []), dtype=np.float64)
+    if proportions.shape != (index.num_leaves,):
+        raise ValueError(f'{path}: {proportions.size} leaf proportions for an index of {index.num_leaves} leaves')
+    if not np.all(np.isfinite(proportions)) or np.any(proportions < 0) or abs(proportions.sum() - 1) > 1e-6:
+        raise ValueError(f'{path}: leaf proportions must be finite, non-negative and sum to 1 '
+                         f'(sum is {proportions.sum():.6g}); was the file edited by hand?')
+    return weights
+
+
+def summary(weights: dict, top: int = 5) -> str:
+    """Printed after `cis-stream weights`: top clusters, coverage, ESS, most repeated leaves."""
+    target = np.asarray(weights['target_histogram'])
+    generalist = np.asarray(weights['generalist_histogram'])
+    repeats = np.asarray(weights['expected_repeats'])
+    lines = [f"level {weights['level']} ({len(target)} clusters, {weights['level_rule']}); "
+             f"{sum(t['windows'] for t in weights['tasks'])} specialist windows; coverage "
+             f"{weights['coverage']:.1%} of clusters; ESS {weights['ess_fraction']:.1%} of the pool "
+             f"({weights['ess_samples']:,.0f} samples)",
+             'top clusters:  cluster  P(c|spec)  P(c|gen)  w(c)']
+    for c in np.argsort(-target, kind='stable')[:top]:
+        lines.append(f'               {c:7d}  {target[c]:9.4f}  {generalist[c]:8.4f}  '
+                     f'{weights["importance_weights"][c]:5.2f}')
+    worst = np.argsort(-repeats, kind='stable')[:top]
+    lines.append(f"most repeated leaves over {weights['budget_samples']:,} samples: " +
+                 ', '.join(f'{leaf}: {repeats[leaf]:.2f}x' for leaf in worst))
+    return '\n'.join(lines)
