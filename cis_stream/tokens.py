@@ -143,3 +143,16 @@ def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Wind
             window_texts.append(texts[d][spans[start, 0]:spans[stop - 1, 1]])
     tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int64)
     return Windows(tokens, np.asarray(lengths, np.int64), np.asarray(doc_index, np.int64), window_texts)
+
+
+def train_bpe_tokenizer(texts, vocab_size: int, path: str, eos_token: str = '<|endoftext|>') -> str:
+    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` and save it as tokenizer.json.
+
+    For small CPU models a vocabulary of a few thousand tokens keeps the output layer cheap
+    (GPT-2's 50,257 make a 2-layer model's step ~15x slower on 2 cores).
+    """
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[eos_token],
+                            show_progress=False)
+    bpe.save(path)
+    return path

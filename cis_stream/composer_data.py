@@ -1,0 +1,122 @@
+"""Composer data loaders: the CIS train loader and held-out text eval loaders.
+
+`build_cis_dataloader(cfg, tokenizer, device_batch_size)` follows llm-foundry's data-loader
+builder convention and is registered under the `llmfoundry_dataloaders` entry point as `cis`,
+so llm-foundry picks it up when installed without being a dependency of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import DataSpec
+from composer.utils import dist
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerFast
+
+from cis_stream.dataset import ClusteredImportanceDataset
+from cis_stream.manifest import CISIndex
+from cis_stream.readers import Document, expand_inputs, read_documents
+
+CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'max_repeat',
+                    'allow_mixture_change', 'shuffle', 'shuffle_seed', 'shuffle_algo',
+                    'shuffle_block_size', 'num_canonical_nodes', 'predownload', 'cache_limit',
+                    'download_retry', 'download_timeout', 'sampling_method', 'sampling_granularity',
+                    'partition_algo', 'batching_method', 'keep_zip', 'validate_hash', 'replication'}
+LOADER_KEYS = {'name', 'dataset', 'drop_last', 'num_workers', 'pin_memory', 'prefetch_factor',
+               'persistent_workers', 'timeout'}
+
+
+def hf_tokenizer(index: CISIndex) -> PreTrainedTokenizerFast:
+    """The index's own tokenizer as a transformers tokenizer (for the model and eval text)."""
+    handle = index.tokenizer
+    eos = handle.tokenizer.id_to_token(handle.eos_id)
+    return PreTrainedTokenizerFast(tokenizer_object=handle.tokenizer, eos_token=eos, pad_token=eos)
+
+
+def collate_causal_lm(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items; labels are the inputs (the causal LM shifts them itself)."""
+    batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    batch['labels'] = batch['input_ids'].clone()
+    return batch
+
+
+def _tokens_in_batch(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch['input_ids'].numel())
+
+
+def _check_keys(section: str, given: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        import difflib
+        hints = [f'{key!r} (did you mean {difflib.get_close_matches(key, allowed, 1)[0]!r}?)'
+                 if difflib.get_close_matches(key, allowed, 1) else repr(key) for key in unknown]
+        raise ValueError(f'{section}: unknown key(s) {", ".join(hints)}; allowed: {sorted(allowed)}')
+
+
+def _loader_options(cfg: dict) -> dict:
+    workers = int(cfg.get('num_workers', 0))
+    options = {'drop_last': bool(cfg.get('drop_last', True)), 'num_workers': workers,
+               'pin_memory': bool(cfg.get('pin_memory', False)), 'timeout': cfg.get('timeout', 0)}
+    if workers > 0:
+        options['prefetch_factor'] = cfg.get('prefetch_factor', 2)
+        options['persistent_workers'] = bool(cfg.get('persistent_workers', True))
+    return options
+
+
+def build_cis_dataloader(cfg: dict[str, Any] | None = None, tokenizer: Any = None,
+                         device_batch_size: int = 1, **kwargs: Any) -> DataSpec:
+    """A DataSpec over `ClusteredImportanceDataset(**cfg['dataset'])`.
+
+    Accepts llm-foundry's both calling styles: `cfg=` a loader section, or its keys as keywords.
+    """
+    cfg = dict(cfg if cfg is not None else kwargs)
+    _check_keys('train_loader', cfg, LOADER_KEYS)
+    dataset_cfg = dict(cfg.get('dataset') or {})
+    _check_keys('train_loader.dataset', dataset_cfg, CIS_DATASET_KEYS)
+    if 'index' not in dataset_cfg:
+        raise ValueError('train_loader.dataset.index is required (a published cis_stream index)')
+    dataset = ClusteredImportanceDataset(batch_size=device_batch_size, **dataset_cfg)
+    loader = DataLoader(dataset, batch_size=device_batch_size, collate_fn=collate_causal_lm,
+                        **_loader_options(cfg))
+    return DataSpec(loader, get_num_tokens_in_batch=_tokens_in_batch)
+
+
+class TokenizedTextDataset(Dataset):
+    """Held-out text as EOS-joined, fixed-length token sequences (the tail shorter than one
+    sequence is dropped and counted in `dropped_tokens`)."""
+
+    def __init__(self, files: list[str], tokenizer: PreTrainedTokenizerFast, max_seq_len: int,
+                 text_field: str = 'text'):
+        texts = [doc.text for doc in read_documents(expand_inputs(files), text_field)
+                 if isinstance(doc, Document)]
+        if not texts:
+            raise ValueError(f'eval files {files}: no usable document')
+        encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        stream = np.concatenate([np.append(np.asarray(e.ids, np.int64), tokenizer.eos_token_id)
+                                 for e in encodings])
+        count = len(stream) // max_seq_len
+        self.dropped_tokens = len(stream) - count * max_seq_len
+        self.samples = torch.from_numpy(stream[:count * max_seq_len].reshape(count, max_seq_len))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {'input_ids': self.samples[i]}
+
+
+def build_text_files_dataloader(cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast,
+                                device_batch_size: int) -> DataSpec:
+    """Eval loader over text files (`dataset: {files: [...], max_seq_len, text_field}`)."""
+    _check_keys('eval_loader', cfg, LOADER_KEYS | {'label'})
+    dataset_cfg = dict(cfg.get('dataset') or {})
+    _check_keys('eval_loader.dataset', dataset_cfg, {'files', 'max_seq_len', 'text_field'})
+    dataset = TokenizedTextDataset(list(dataset_cfg['files']), tokenizer, int(dataset_cfg['max_seq_len']),
+                                   dataset_cfg.get('text_field', 'text'))
+    options = _loader_options(cfg) | {'drop_last': False}
+    loader = DataLoader(dataset, batch_size=device_batch_size, collate_fn=collate_causal_lm,
+                        sampler=dist.get_sampler(dataset, drop_last=False, shuffle=False), **options)
+    return DataSpec(loader, get_num_tokens_in_batch=_tokens_in_batch)
