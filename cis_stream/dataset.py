@@ -29,10 +29,6 @@ INDEX_FETCH_THREADS = 32
 DOWNLOAD_TIMEOUT = 60.0
 
 
-def _is_remote(path: str) -> bool:
-    return '://' in path
-
-
 def _fetch(remote: str, local: str) -> None:
     downloader = CloudDownloader.get(remote)
     try:
@@ -42,11 +38,14 @@ def _fetch(remote: str, local: str) -> None:
 
 
 def open_index(index: str, local: str | None) -> CISIndex:
-    """Open a local index, or fetch a remote one's manifest and leaf indexes into `local`."""
-    if not _is_remote(index):
-        return CISIndex.open(index)
+    """Open `index` in place, or, with a `local` cache, fetch its manifest and leaf indexes there.
+
+    With `local`, `index` is a Streaming remote (s3://, gs://, ..., or a directory to copy from).
+    """
     if local is None:
-        raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
+        if '://' in index:
+            raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
+        return CISIndex.open(index)
     _fetch(f'{index}/{MANIFEST}', os.path.join(local, MANIFEST))
     opened = CISIndex.open(local)
     names = [f'{CLUSTERS_DIR}/{leaf_dir_name(leaf)}/index.json' for leaf in range(opened.num_leaves)]
@@ -67,7 +66,8 @@ class ClusteredImportanceDataset(StreamingDataset):
     """Draw fixed-length token samples from an index's leaves in the weights' proportions.
 
     Args:
-        index: a local index directory, or a remote URL (s3://..., gs://...) with `local` set.
+        index: an index directory, or with `local` set, a remote (s3://..., gs://..., or a
+            directory) that Streaming downloads from into `local`.
         weights: a `*.weights.json` made for this index, or None for the uniform generalist
             baseline (each leaf in proportion to its size), through the same code.
         epoch_size: samples per epoch (default: the index's total samples).
@@ -101,7 +101,7 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.allow_mixture_change = allow_mixture_change
         self.cis_fingerprint = mixture_fingerprint(opened.fingerprint, self.cis_weights, epoch_size, max_repeat)
         streams = [Stream(local=opened.leaf_path(leaf),
-                          remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if _is_remote(index) else None,
+                          remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
                           choose=int(self.leaf_counts[leaf]))
                    for leaf in self.stream_leaves]
         super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)

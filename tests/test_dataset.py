@@ -1,0 +1,124 @@
+"""ClusteredImportanceDataset: exact per-leaf counts, determinism, resume checks, remote cache."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cis_stream.composer_data import collate_causal_lm
+from cis_stream.dataset import ClusteredImportanceDataset
+from cis_stream.mixture import capped_counts, largest_remainder
+from cis_stream.weights import read_weights
+
+COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1)
+
+
+def _epoch_ids(dataset):
+    return np.array([int(item['sample_id']) for item in dataset])
+
+
+def test_an_epoch_draws_exactly_the_rounded_counts_per_leaf(mix_index, mix_weights):
+    weights = read_weights(mix_weights, mix_index)
+    dataset = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=3001, **COMMON)
+    expected = largest_remainder(np.asarray(weights['leaf_proportions']), 3001)
+    assert dataset.leaf_counts.tolist() == expected.tolist()
+    ids = _epoch_ids(dataset)
+    assert len(ids) == 3001
+    leaves = dataset.leaf_of(ids)
+    drawn = np.bincount(leaves, minlength=mix_index.num_leaves)
+    assert drawn.tolist() == expected.tolist()
+    # Inside a leaf, samples repeat only once the leaf is exhausted (upsampling).
+    sizes = mix_index.counts(len(mix_index.levels) - 1, 'samples')
+    distinct = np.bincount(leaves[np.unique(ids, return_index=True)[1]], minlength=mix_index.num_leaves)
+    assert distinct.tolist() == np.minimum(expected, sizes).tolist()
+    zero = np.asarray(weights['leaf_proportions']) == 0
+    assert zero.any() and drawn[zero].sum() == 0
+
+
+def test_items_are_fixed_length_token_tensors_from_the_leaf(mix_index, mix_weights):
+    dataset = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=64, max_seq_len=48, **COMMON)
+    item = dataset[0]
+    assert item['input_ids'].dtype == torch.int64 and item['input_ids'].shape == (48,)
+    assert int(item['input_ids'].max()) < mix_index.manifest['options']['tokenizer']['vocab_size']
+    with pytest.raises(ValueError, match='exceeds'):
+        ClusteredImportanceDataset(mix_index.root, mix_weights, max_seq_len=65, **COMMON)
+
+
+def test_uniform_baseline_follows_leaf_sizes_and_the_cap_holds(mix_index, mix_weights):
+    sizes = mix_index.counts(len(mix_index.levels) - 1, 'samples')
+    uniform = ClusteredImportanceDataset(mix_index.root, None, **COMMON)
+    assert uniform.leaf_counts.tolist() == sizes.tolist()   # one epoch = every sample once
+    epoch = int(sizes.sum()) // 2
+    uncapped = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=epoch, **COMMON)
+    assert np.any(uncapped.leaf_counts > 1.5 * sizes)  # the cap binds at this epoch size
+    capped = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=epoch, max_repeat=1.5, **COMMON)
+    weights = read_weights(mix_weights, mix_index)
+    assert capped.leaf_counts.tolist() == capped_counts(
+        np.asarray(weights['leaf_proportions']), epoch, sizes, 1.5).tolist()
+    assert np.all(capped.leaf_counts <= np.floor(1.5 * sizes))
+    drawn = np.bincount(capped.leaf_of(_epoch_ids(capped)), minlength=mix_index.num_leaves)
+    assert np.all(drawn <= np.floor(1.5 * sizes))
+
+
+def test_order_is_the_same_for_two_builds_and_for_0_or_2_workers(mix_index, mix_weights):
+    def loader_ids(workers):
+        dataset = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **COMMON)
+        loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate_causal_lm)
+        return [batch['sample_id'].tolist() for batch in loader]
+
+    first = loader_ids(0)
+    assert first == loader_ids(0)
+    assert first == loader_ids(2)
+    other_seed = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400,
+                                            **dict(COMMON, shuffle_seed=12))
+    assert _epoch_ids(other_seed).tolist() != sum(first, [])
+
+
+def test_state_dict_carries_the_mixture_and_a_resume_on_another_is_refused(mix_index, mix_weights, tmp_path):
+    dataset = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **COMMON)
+    state = dataset.state_dict(16, True)
+    assert state['cis_fingerprint'] == dataset.cis_fingerprint and state['sample_in_epoch'] == 16
+    uniform = ClusteredImportanceDataset(mix_index.root, None, epoch_size=400, **COMMON)
+    with pytest.raises(ValueError, match='cannot resume.*allow_mixture_change'):
+        uniform.load_state_dict(state)
+    bigger = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=800, **COMMON)
+    with pytest.raises(ValueError, match='cannot resume'):
+        bigger.load_state_dict(state)
+    allowed = ClusteredImportanceDataset(mix_index.root, None, epoch_size=400, allow_mixture_change=True, **COMMON)
+    allowed.load_state_dict(state)  # on purpose: no error
+
+
+def test_resumed_dataset_continues_the_exact_remaining_order(mix_index, mix_weights):
+    full = _epoch_ids(ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **COMMON))
+    first = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **COMMON)
+    iterator = iter(first)
+    for _ in range(136):
+        next(iterator)
+    state = first.state_dict(136, True)
+    resumed = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **COMMON)
+    resumed.load_state_dict(state)
+    assert _epoch_ids(resumed).tolist() == full[136:].tolist()
+
+
+def test_weights_for_another_index_are_refused_at_construction(mix_index, mix_weights, tmp_path):
+    other = json.loads(open(mix_weights).read())
+    other['index_fingerprint'] = '1' * 64
+    path = tmp_path / 'other.weights.json'
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match='made for index 1111111111111111.*recompute'):
+        ClusteredImportanceDataset(mix_index.root, str(path), **COMMON)
+    with pytest.raises(ValueError, match='sets .streams. itself'):
+        ClusteredImportanceDataset(mix_index.root, mix_weights, streams=[], **COMMON)
+
+
+def test_a_remote_index_is_fetched_into_the_local_cache(mix_index, mix_weights, tmp_path):
+    """With `local`, the index is a Streaming remote (here a directory; s3:// works the same way)."""
+    cache = tmp_path / 'cache'
+    remote = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, local=str(cache), **COMMON)
+    local = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, **COMMON)
+    assert (cache / 'cis_index.json').is_file()
+    assert _epoch_ids(remote).tolist() == _epoch_ids(local).tolist()
+    assert torch.equal(remote[5]['input_ids'], local[5]['input_ids'])
+    assert any((cache / 'clusters').rglob('shard.*.mds*'))

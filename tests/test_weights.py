@@ -1,0 +1,144 @@
+"""Specialist weights: determinism, level rule, spreading, multi-task, smoothing, cap, validation."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cis_stream.manifest import CISIndex
+from cis_stream.tree import Tree
+from cis_stream.weights import (WeightOptions, choose_level, compute_weights, parse_task, read_weights,
+                                spread_to_leaves, write_weights)
+
+
+@pytest.fixture
+def known_tree_index(tmp_path):
+    """Two top clusters with two leaves each; leaf samples 10, 30 | 20, 20."""
+    tree = Tree([np.eye(2, dtype=np.float32), np.eye(4, 2, dtype=np.float32)],
+                [np.array([-1, -1]), np.array([0, 0, 1, 1])])
+    tree.save(str(tmp_path / 'tree.npz'))
+    samples = [10, 30, 20, 20]
+    manifest = {'fingerprint': 'f' * 64, 'options': {'seq_len': 8}, 'tree': {'levels': [
+        {'nodes': [{'windows': 40, 'samples': 40}, {'windows': 40, 'samples': 40}]},
+        {'nodes': [{'windows': s, 'samples': s} for s in samples]}]}}
+    return CISIndex(str(tmp_path), manifest)
+
+
+def test_spread_to_leaves_follows_generalist_sample_counts(known_tree_index):
+    leaves = spread_to_leaves(known_tree_index, 0, np.array([0.8, 0.2]))
+    assert leaves.tolist() == pytest.approx([0.2, 0.6, 0.1, 0.1])
+
+
+def test_level_rule_picks_the_deepest_level_with_enough_windows_per_cluster(known_tree_index):
+    spread_over_all_leaves = np.array([[i % 2, i % 4] for i in range(40)])  # 10 per leaf
+    assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=10) == 1
+    assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=11) == 0
+
+
+def test_same_inputs_give_byte_identical_weights(mix_index, split_dir, tmp_path):
+    specialist = [str(split_dir / 'specialist.jsonl')]
+    for name in ('a', 'b'):
+        write_weights(compute_weights(mix_index.root, [(specialist, 1.0)]), str(tmp_path / f'{name}.json'))
+    assert (tmp_path / 'a.json').read_bytes() == (tmp_path / 'b.json').read_bytes()
+
+
+def test_weights_file_records_what_it_was_made_from(mix_weights, mix_index, split_dir):
+    weights = read_weights(mix_weights, mix_index)
+    assert weights['index_fingerprint'] == mix_index.fingerprint
+    recorded = weights['tasks'][0]['inputs'][0]
+    assert recorded['sha256'] == __import__('hashlib').sha256((split_dir / 'specialist.jsonl').read_bytes()).hexdigest()
+    assert recorded['documents'] == sum(1 for _ in open(split_dir / 'specialist.jsonl'))
+    assert sum(weights['leaf_proportions']) == pytest.approx(1.0)
+    level = weights['level']
+    target = np.asarray(weights['target_histogram'])
+    generalist = np.asarray(weights['generalist_histogram'])
+    nonzero = generalist > 0
+    assert np.allclose(np.asarray(weights['importance_weights'])[nonzero], target[nonzero] / generalist[nonzero])
+    assert len(target) == mix_index.levels[level]
+    assert 0 < weights['ess_fraction'] <= 1
+
+
+def test_cis_mass_lands_on_the_clusters_that_hold_the_specialist_topic(mix_weights, mix_index, pool_placement,
+                                                                       pool_topics):
+    """Measured against topic labels: the share of the topic in what CIS would draw."""
+    from fixtures_mixture import TOPIC
+    weights = read_weights(mix_weights, mix_index)
+    leaves = pool_placement.nodes[:, -1]
+    is_topic = np.array([pool_topics[d] == TOPIC for d in pool_placement.doc_index])
+    windows = np.bincount(leaves, minlength=mix_index.num_leaves)
+    topic_share = np.bincount(leaves, weights=is_topic, minlength=mix_index.num_leaves) / np.maximum(windows, 1)
+    cis_share = float(np.dot(weights['leaf_proportions'], topic_share))
+    generalist_share = float(is_topic.mean())
+    # Measured: 0.42 of CIS draws are the topic's windows, against 0.076 of the pool (5.5x).
+    assert cis_share > 0.3
+    assert cis_share > 3.5 * generalist_share
+
+
+def test_multi_task_mixture_is_the_weighted_sum_of_task_histograms(mix_index, split_dir, other_topic_file):
+    tasks = [([str(split_dir / 'specialist.jsonl')], 3.0), ([str(other_topic_file)], 1.0)]
+    weights = compute_weights(mix_index, tasks, WeightOptions(level=1))
+    histograms = [np.asarray(t['windows_per_level'][1]) / t['windows'] for t in weights['tasks']]
+    assert np.allclose(weights['specialist_histogram'], 0.75 * histograms[0] + 0.25 * histograms[1])
+    single = compute_weights(mix_index, tasks[:1], WeightOptions(level=1))
+    assert np.allclose(single['specialist_histogram'], histograms[0])
+
+
+def test_smoothing_mixes_in_the_generalist_histogram(mix_index, split_dir):
+    task = [([str(split_dir / 'specialist.jsonl')], 1.0)]
+    weights = compute_weights(mix_index, task, WeightOptions(level=1, smoothing=0.25))
+    expected = 0.75 * np.asarray(weights['specialist_histogram']) + 0.25 * np.asarray(weights['generalist_histogram'])
+    assert np.allclose(weights['target_histogram'], expected)
+    assert weights['coverage'] == 1.0  # smoothing reaches every cluster
+
+
+def test_max_repeat_caps_expected_passes_for_the_token_budget(mix_index, split_dir):
+    task = [([str(split_dir / 'specialist.jsonl')], 1.0)]
+    tokens = 2 * mix_index.manifest['totals']['sample_tokens']
+    uncapped = compute_weights(mix_index, task, WeightOptions(level=1, smoothing=0.1))
+    capped = compute_weights(mix_index, task, WeightOptions(level=1, smoothing=0.1, max_repeat=3.0, tokens=tokens))
+    assert max(uncapped['expected_repeats']) * 2 > 3.0          # the cap binds here
+    assert max(capped['expected_repeats']) <= 3.0 + 1e-9
+    assert sum(capped['leaf_proportions']) == pytest.approx(1.0)
+
+
+def test_bad_weight_files_and_options_get_clear_errors(mix_weights, mix_index, tmp_path):
+    weights = json.loads(open(mix_weights).read())
+    cases = {
+        'other_index': dict(weights, index_fingerprint='0' * 64),
+        'negative': dict(weights, leaf_proportions=[-0.5, 1.5] + weights['leaf_proportions'][2:]),
+        'nan': dict(weights, leaf_proportions=[float('nan')] + weights['leaf_proportions'][1:]),
+        'unnormalised': dict(weights, leaf_proportions=[2 * p for p in weights['leaf_proportions']]),
+        'too_few': dict(weights, leaf_proportions=weights['leaf_proportions'][:3]),
+    }
+    messages = {'other_index': 'recompute it', 'negative': 'non-negative', 'nan': 'finite',
+                'unnormalised': 'sum to 1', 'too_few': 'leaf proportions for an index of'}
+    for name, content in cases.items():
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=messages[name]):
+            read_weights(str(path), mix_index)
+    with pytest.raises(ValueError, match='no such weights file'):
+        read_weights(str(tmp_path / 'missing.json'), mix_index)
+    with pytest.raises(ValueError, match='FILE'):
+        parse_task('specialist.jsonl')
+    with pytest.raises(ValueError, match='go together'):
+        WeightOptions(max_repeat=2.0).validate(mix_index)
+    with pytest.raises(ValueError, match='levels 0..1'):
+        WeightOptions(level=5).validate(mix_index)
+
+
+def test_weights_cli_writes_the_file_and_prints_a_summary(mix_index, split_dir, tmp_path):
+    out = tmp_path / 'cli.weights.json'
+    result = subprocess.run([sys.executable, '-m', 'cis_stream.cli', 'weights', '--index', mix_index.root,
+                             '--specialist', str(split_dir / 'specialist.jsonl'), '-o', str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'top clusters' in result.stdout and 'ESS' in result.stdout and 'most repeated' in result.stdout
+    assert read_weights(str(out), mix_index)['index_fingerprint'] == mix_index.fingerprint
+    result = subprocess.run([sys.executable, '-m', 'cis_stream.cli', 'weights', '--index', str(tmp_path),
+                             '--specialist', str(split_dir / 'specialist.jsonl'), '-o', str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert 'not a cis_stream index' in result.stderr and 'Traceback' not in result.stderr
