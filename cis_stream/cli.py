@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # faiss's OpenMP threads otherwise spin while idle: on a shared 2-core machine each of the
+    # tree's many small searches then takes seconds instead of milliseconds. Results are unchanged.
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')

@@ -233,6 +233,9 @@ def _fingerprint(manifest: dict, staging: str, num_leaves: int) -> str:
     """Hash of everything that defines the index's content (not timings or paths)."""
     digest = hashlib.sha256()
     stable = {k: manifest[k] for k in ('format_version', 'options', 'tree', 'totals')}
+    # Where the tokenizer file lived is not content (its bytes are hashed below).
+    stable['options'] = dict(stable['options'], tokenizer={
+        k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
     stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
     digest.update(canonical_json(stable))
     for name in (TREE_FILE, TOKENIZER_FILE):

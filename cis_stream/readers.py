@@ -78,12 +78,51 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return sorted({os.path.abspath(f) for f in files})
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Decompress concatenated zstd frames, raising EOFError if the input stops inside a frame.
+
+    zstandard's stream_reader reports a clean end of file on truncated input, which would drop
+    the rest of the file silently; this reader makes truncation an error the reader can log.
+    """
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = memoryview(b'')
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = self._raw.read(1 << 17)
+            if not chunk:
+                if not self._decompressor.eof:
+                    raise EOFError('zstd data ends inside a frame (truncated file)')
+                return 0
+            parts = []
+            while chunk:
+                if self._decompressor.eof:
+                    self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+                parts.append(self._decompressor.decompress(chunk))
+                chunk = self._decompressor.unused_data if self._decompressor.eof else b''
+            self._pending = memoryview(b''.join(parts))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open_binary(path: str) -> io.BufferedIOBase:
     raw = open(path, 'rb')
     if path.endswith('.gz'):
         return gzip.GzipFile(fileobj=raw)
     if path.endswith('.zst'):
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdFrames(raw))
     return raw
 
 
@@ -107,7 +146,7 @@ def _read_jsonl(path: str, text_field: str) -> Iterator[Record]:
             try:
                 line = raw.decode('utf-8')
             except UnicodeDecodeError as err:
-                yield Reject(path, line_no, f'invalid UTF-8 at byte {err.start}')
+                yield Reject(path, line_no, f'invalid UTF-8: at byte {err.start}')
                 continue
             try:
                 record = json.loads(line)
@@ -136,7 +175,7 @@ def _read_txt(path: str) -> Iterator[Record]:
     try:
         text = raw.decode('utf-8')
     except UnicodeDecodeError as err:
-        yield Reject(path, 1, f'invalid UTF-8 at byte {err.start}')
+        yield Reject(path, 1, f'invalid UTF-8: at byte {err.start}')
         return
     if not text.strip():
         yield Reject(path, 1, 'empty document')

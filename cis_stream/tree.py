@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+from sklearn.cluster import kmeans_plusplus
 
 KMEANS_ITERATIONS = 20
+KMEANS_PP_POINTS_PER_CLUSTER = 64
 
 
 def check_levels(levels: list[int]) -> None:
@@ -32,13 +34,22 @@ def _node_seed(seed: int, level: int, node: int) -> int:
 
 
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Centroids of `points` (k is capped at the number of distinct points)."""
+    """Centroids of `points` (k is capped at the number of distinct points).
+
+    faiss's random initialisation often merges well-separated clusters; seeding it with
+    k-means++ (scikit-learn's, on a seeded subsample) recovers them reliably.
+    """
     k = min(k, len(np.unique(points, axis=0)))
     if k <= 1:
         return points.mean(axis=0, keepdims=True).astype(np.float32)
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    subsample = points[np.sort(rng.choice(len(points), min(len(points), KMEANS_PP_POINTS_PER_CLUSTER * k),
+                                          replace=False))]
+    init, _ = kmeans_plusplus(subsample, k, random_state=seed)
     kmeans = faiss.Kmeans(points.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed,
                           max_points_per_centroid=len(points), min_points_per_centroid=1)
-    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    kmeans.train(points, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
     return np.asarray(kmeans.centroids, dtype=np.float32)
 
 

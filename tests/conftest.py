@@ -33,6 +33,9 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
+# Fixtures of the mixture, dataset and training tests (one topic as the specialist domain).
+pytest_plugins = ['fixtures_mixture']
+
 # Five clearly different topics of the wiki summaries; at most this many documents each.
 WIKI_TOPICS = ('Mathematics', 'Biology and health sciences', 'Geography', 'Arts', 'Technology')
 WIKI_PER_TOPIC = 600
