@@ -1,0 +1,23 @@
+"""cis_stream: clustered importance sampling (CRISP) for MosaicML Streaming and Composer.
+
+The public names are imported lazily so that `cis-stream index` does not pay for torch.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    'build_index': 'cis_stream.index', 'IndexOptions': 'cis_stream.index',
+    'CISIndex': 'cis_stream.manifest',
+    'compute_weights': 'cis_stream.weights', 'write_weights': 'cis_stream.weights',
+    'read_weights': 'cis_stream.weights', 'WeightOptions': 'cis_stream.weights',
+    'ClusteredImportanceDataset': 'cis_stream.dataset',
+    'build_cis_dataloader': 'cis_stream.composer_data',
+}
+__all__ = sorted(_EXPORTS)
+__version__ = '0.1.0'
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f'module cis_stream has no attribute {name!r}')

@@ -71,3 +71,11 @@ def test_existing_out_exits_2_naming_it(small_corpus, small_index, capsys):
     err = capsys.readouterr().err
     assert 'error:' in err and small_index.root in err and '--overwrite' in err
     assert CISIndex.open(small_index.root).fingerprint == small_index.fingerprint
+
+
+def test_public_api_names_import_from_the_package():
+    import cis_stream
+    for name in cis_stream.__all__:
+        assert getattr(cis_stream, name).__name__ == name
+    with pytest.raises(AttributeError):
+        cis_stream.no_such_name
