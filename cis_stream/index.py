@@ -25,9 +25,9 @@ from streaming import MDSWriter
 from tqdm.auto import tqdm
 
 from cis_stream.embedders import make_embedder
-from cis_stream.manifest import (CLUSTERS_DIR, EMBEDDER_DIR, FORMAT_VERSION, MANIFEST, REJECTS_FILE,
-                                 TOKENIZER_FILE, TREE_FILE, CISIndex, canonical_json, leaf_dir_name,
-                                 sha256_file)
+from cis_stream.manifest import (CLUSTERS_DIR, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES, MANIFEST,
+                                 REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex, canonical_json,
+                                 leaf_dir_name, sha256_file, write_leaf_indexes)
 from cis_stream.readers import Document, InputError, Reject, expand_inputs, read_documents
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import load_tokenizer, make_windows
@@ -195,12 +195,13 @@ def _pack_leaf(rows, spool, writer, seq_len, eos_id, dtype) -> dict:
 def _pack(leaves, spool, staging, seq_len, tokenizer, progress) -> list[dict]:
     order = np.argsort(leaves, kind='stable')
     bounds = np.searchsorted(leaves[order], np.arange(leaves.max() + 2))
-    dtype = np.dtype(tokenizer.token_dtype.split(':')[1])
+    columns = {'tokens': tokenizer.token_dtype}
+    dtype = np.dtype(columns['tokens'].split(':')[1])
     packed = []
     for leaf in tqdm(range(leaves.max() + 1), unit='leaf', desc='pack+write', disable=not progress):
         rows = order[bounds[leaf]:bounds[leaf + 1]]
         out = os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf))
-        with MDSWriter(out=out, columns={'tokens': tokenizer.token_dtype}, compression='zstd',
+        with MDSWriter(out=out, columns=columns, compression='zstd',
                        hashes=['xxh64'], progress_bar=False) as writer:
             packed.append(_pack_leaf(rows, spool, writer, seq_len, tokenizer.eos_id, dtype))
     return packed
@@ -311,7 +312,7 @@ def _build(files, staging, options, strict, progress) -> dict:
         wanted = options.tree_fit_sample or max(TREE_FIT_MIN_SAMPLE, TREE_FIT_POINTS_PER_LEAF * options.levels[-1])
         rows = np.sort(np.random.default_rng(options.seed + 1).choice(
             spool.count, min(spool.count, wanted), replace=False))
-        tree = fit_tree(np.asarray(vectors[rows]), options.levels, options.seed)
+        tree = fit_tree(np.asarray(vectors[rows]), options.levels, options.seed, progress)
     with _Stage(timings, 'assign'):
         nodes = _assign(tree, vectors, progress)
         counts = [np.bincount(nodes[:, l], minlength=n) for l, n in enumerate(tree.sizes)]
@@ -353,6 +354,8 @@ def _build(files, staging, options, strict, progress) -> dict:
                                       'by_reason': dict(sorted(inputs.reasons.items()))},
         'inputs': list(inputs.stats.values()),
     }
+    write_leaf_indexes(staging, len(packed))
+    manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(staging, LEAF_INDEXES))
     manifest['fingerprint'] = _fingerprint(manifest, staging, len(packed))
     timings['total'] = round(time.perf_counter() - started, 3)
     manifest['timings'] = timings

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import zstandard
 
 from cis_stream.embedders import Embedder, load_embedder
 from cis_stream.tokens import TokenizerHandle, make_windows, tokenizer_from_json
@@ -21,6 +22,9 @@ TOKENIZER_FILE = 'tokenizer.json'
 EMBEDDER_DIR = 'embedder'
 REJECTS_FILE = 'rejects.jsonl'
 CLUSTERS_DIR = 'clusters'
+# Every leaf's index.json in one zstd-compressed JSON object, so that a remote index starts with
+# two downloads instead of one round trip per leaf (Streaming fetches those one after another).
+LEAF_INDEXES = 'leaf_indexes.json.zst'
 # Text handed to the embedder in one call when placing new text in the tree.
 EMBED_BATCH = 1024
 
@@ -31,6 +35,37 @@ class NotAnIndexError(ValueError):
 
 def leaf_dir_name(leaf: int) -> str:
     return f'{leaf:05d}'
+
+
+def leaf_index_name(leaf: int) -> str:
+    return f'{CLUSTERS_DIR}/{leaf_dir_name(leaf)}/index.json'
+
+
+def write_leaf_indexes(root: str, num_leaves: int) -> None:
+    """Bundle the leaves' index.json files into LEAF_INDEXES (at indexing time)."""
+    bundle = {}
+    for leaf in range(num_leaves):
+        with open(os.path.join(root, leaf_index_name(leaf)), encoding='utf-8') as handle:
+            bundle[leaf_dir_name(leaf)] = handle.read()
+    with open(os.path.join(root, LEAF_INDEXES), 'wb') as handle:
+        handle.write(zstandard.ZstdCompressor(level=10).compress(canonical_json(bundle)))
+
+
+def unpack_leaf_indexes(root: str, expected_sha256: str) -> None:
+    """Write each leaf's index.json under `root` from the bundle, after checking its hash."""
+    bundle_path = os.path.join(root, LEAF_INDEXES)
+    if sha256_file(bundle_path) != expected_sha256:
+        raise NotAnIndexError(f'{bundle_path}: does not match the manifest (corrupt or from another '
+                              f'index); delete the cache directory and retry')
+    with open(bundle_path, 'rb') as handle:
+        bundle = json.loads(zstandard.ZstdDecompressor().stream_reader(handle).read())
+    for name, text in bundle.items():
+        path = os.path.join(root, CLUSTERS_DIR, name, 'index.json')
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + '.tmp', 'w', encoding='utf-8') as handle:
+                handle.write(text)
+            os.replace(path + '.tmp', path)
 
 
 def canonical_json(obj) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
+from tqdm.auto import tqdm
 
 KMEANS_ITERATIONS = 20
 KMEANS_PP_POINTS_PER_CLUSTER = 64
@@ -114,7 +115,7 @@ class Tree:
             return cls([data[f'centroids_{l}'] for l in range(n)], [data[f'parents_{l}'] for l in range(n)])
 
 
-def fit_tree(sample: np.ndarray, levels: list[int], seed: int) -> Tree:
+def fit_tree(sample: np.ndarray, levels: list[int], seed: int, progress: bool = False) -> Tree:
     """Fit the hierarchy on `sample` (a seeded subset of the corpus embeddings)."""
     check_levels(levels)
     centroids = [_kmeans(sample, levels[0], _node_seed(seed, 0, 0))]
@@ -123,7 +124,8 @@ def fit_tree(sample: np.ndarray, levels: list[int], seed: int) -> Tree:
     for level in range(1, len(levels)):
         per_parent = levels[level] // levels[level - 1]
         level_centroids, level_parents = [], []
-        for parent in range(len(centroids[level - 1])):
+        for parent in tqdm(range(len(centroids[level - 1])), desc=f'fit tree level {level}', unit='node',
+                           disable=not progress):
             members = sample[membership == parent]
             kids = (_kmeans(members, per_parent, _node_seed(seed, level, parent)) if len(members)
                     else centroids[level - 1][parent:parent + 1])  # no sample member: one child, itself

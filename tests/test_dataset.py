@@ -122,3 +122,30 @@ def test_a_remote_index_is_fetched_into_the_local_cache(mix_index, mix_weights, 
     assert _epoch_ids(remote).tolist() == _epoch_ids(local).tolist()
     assert torch.equal(remote[5]['input_ids'], local[5]['input_ids'])
     assert any((cache / 'clusters').rglob('shard.*.mds*'))
+
+
+def test_llm_foundry_finds_the_cis_loader_through_its_entry_point_group(mix_index, mix_weights):
+    from importlib.metadata import entry_points
+    (entry,) = [e for e in entry_points(group='llmfoundry_dataloaders') if e.name == 'cis']
+    build = entry.load()
+    # llm-foundry >= 0.11 passes the loader section's keys as keywords.
+    spec = build(tokenizer=None, device_batch_size=4, dataset={'index': mix_index.root, 'weights': mix_weights,
+                                                               'epoch_size': 40, 'num_canonical_nodes': 1})
+    batch = next(iter(spec.dataloader))
+    assert batch['input_ids'].shape == (4, 64) and torch.equal(batch['labels'], batch['input_ids'])
+    assert spec.get_num_tokens_in_batch(batch) == 256
+
+
+def test_remote_start_up_uses_the_leaf_index_bundle_and_checks_it(mix_index, mix_weights, tmp_path):
+    import shutil
+    remote = tmp_path / 'remote'
+    shutil.copytree(mix_index.root, remote)
+    for leaf_index in (remote / 'clusters').glob('*/index.json'):
+        leaf_index.unlink()  # only the bundle can provide them now
+    cache = tmp_path / 'cache'
+    dataset = ClusteredImportanceDataset(str(remote), mix_weights, epoch_size=100, local=str(cache), **COMMON)
+    assert len(list((cache / 'clusters').glob('*/index.json'))) == mix_index.num_leaves
+    assert len(_epoch_ids(dataset)) == 100
+    (remote / 'leaf_indexes.json.zst').write_bytes(b'not the bundle')
+    with pytest.raises(ValueError, match='does not match the manifest'):
+        ClusteredImportanceDataset(str(remote), mix_weights, local=str(tmp_path / 'cache2'), **COMMON)

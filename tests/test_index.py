@@ -20,7 +20,8 @@ from cis_stream.readers import InputError
 from cis_stream.tokens import load_tokenizer, make_windows
 from conftest import SMALL_OPTIONS, WIKI_LEVELS, WIKI_WINDOW, Corpus, json_line, write_lines
 
-PUBLISHED = ['cis_index.json', 'clusters', 'embedder', 'rejects.jsonl', 'tokenizer.json', 'tree.npz']
+PUBLISHED = ['cis_index.json', 'clusters', 'embedder', 'leaf_indexes.json.zst', 'rejects.jsonl', 'tokenizer.json',
+             'tree.npz']
 WIKI_BUILD = dict(embedder='lsi', levels=WIKI_LEVELS, window=WIKI_WINDOW, progress=False)
 
 

@@ -1,0 +1,113 @@
+"""Indexer speed per stage, against DSIR and bare sentence-transformers in the same run.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/bench_indexer.py [--repeats 3] [--minilm-docs 800]
+
+* lsi end to end (default options: 1024-token windows, 16 -> 256 clusters) on all 26,227 real
+  Wikipedia summaries (11 MB), vs DSIR (`data-selection` HashedNgramDSIR: fit the importance
+  estimator + compute importance weights over the same file). Target: lsi >= 3x DSIR's MB/s.
+* minilm on the first `--minilm-docs` English summaries: the index's embed stage vs a bare
+  `SentenceTransformer.encode` of the same window texts. Target: >= 0.9x the bare throughput.
+Medians of `--repeats` runs, baseline and ours alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import OUT, median, timed, wiki_corpus  # noqa: E402
+
+from cis_stream.index import build_index  # noqa: E402
+
+STAGES = ('read_tokenize', 'embed', 'fit_tree', 'assign', 'pack_write')
+
+
+def run_dsir(corpus: str, target: str, work: str) -> float:
+    from data_selection import HashedNgramDSIR
+    shutil.rmtree(work, ignore_errors=True)
+
+    def job():
+        dsir = HashedNgramDSIR([corpus], [target], cache_dir=work, num_proc=2, min_example_length=1)
+        dsir.fit_importance_estimator(num_tokens_to_fit='auto')
+        dsir.compute_importance_weights()
+    return timed(job)[0]
+
+
+def run_index(corpus: str, out: str, **options) -> dict:
+    index = build_index([corpus], out, overwrite=True, progress=False, seed=0, **options)
+    return index.manifest
+
+
+def minilm_inputs(path: str, docs: int) -> str:
+    subset = os.path.join(OUT, f'wiki_en_{docs}.jsonl')
+    with open(path, encoding='utf-8') as src, open(subset, 'w', encoding='utf-8') as dst:
+        dst.writelines(itertools.islice((line for line in src if '"en-us"' in line), docs))
+    return subset
+
+
+def bare_encode_seconds(subset: str) -> tuple[float, int]:
+    """sentence-transformers alone on exactly the windows the indexer embeds."""
+    from cis_stream.embedders import MiniLMEmbedder
+    from cis_stream.readers import read_documents
+    from cis_stream.tokens import load_tokenizer, make_windows
+    texts = make_windows(load_tokenizer(), [d.text for d in read_documents([subset])], 1024).texts
+    model = MiniLMEmbedder().model
+    seconds, _ = timed(model.encode, texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                       show_progress_bar=False)
+    return seconds, len(texts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--minilm-docs', type=int, default=800)
+    args = parser.parse_args()
+    os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
+    corpus = wiki_corpus()
+    megabytes = os.path.getsize(corpus) / 1e6
+    target = os.path.join(OUT, 'dsir_target.jsonl')
+    with open(corpus, encoding='utf-8') as src, open(target, 'w', encoding='utf-8') as dst:
+        dst.writelines(itertools.islice(src, 0, None, 40))   # a 2.5% sample as the "specialist" target
+
+    dsir, lsi, stages = [], [], {s: [] for s in STAGES}
+    for _ in range(args.repeats):
+        dsir.append(run_dsir(corpus, target, os.path.join(OUT, 'dsir_cache')))
+        manifest = run_index(corpus, os.path.join(OUT, 'bench_lsi_index'), embedder='lsi')
+        lsi.append(manifest['timings']['total'])
+        for stage in STAGES:
+            stages[stage].append(manifest['timings'][stage])
+    windows = manifest['totals']['windows']
+    print(f'\ncorpus: {corpus} ({megabytes:.1f} MB, {windows:,} windows of <= 1024 tokens)')
+    print('\n| lsi stage | seconds (median) | MB/s | windows/s |\n|---|---|---|---|')
+    for stage in STAGES:
+        seconds = median(stages[stage])
+        print(f'| {stage} | {seconds:.2f} | {megabytes / seconds:.1f} | {windows / seconds:,.0f} |')
+    print('\n| end to end | seconds (median) | MB/s | ratio to DSIR |\n|---|---|---|---|')
+    print(f'| DSIR fit + importance weights | {median(dsir):.2f} | {megabytes / median(dsir):.2f} | 1.00 |')
+    print(f'| cis_stream index, lsi | {median(lsi):.2f} | {megabytes / median(lsi):.2f} | '
+          f'{median(dsir) / median(lsi):.2f} |')
+
+    subset = minilm_inputs(corpus, args.minilm_docs)
+    bare, ours = [], []
+    for _ in range(args.repeats):
+        seconds, count = bare_encode_seconds(subset)
+        bare.append(count / seconds)
+        manifest = run_index(subset, os.path.join(OUT, 'bench_minilm_index'), embedder='minilm', levels=[4, 16])
+        ours.append(manifest['totals']['windows'] / manifest['timings']['embed'])
+    print(f'\nminilm on {args.minilm_docs} English summaries ({count} windows)')
+    print('| embedder | windows/s (median) | ratio |\n|---|---|---|')
+    print(f'| bare sentence-transformers encode | {median(bare):.1f} | 1.00 |')
+    print(f'| cis_stream embed stage | {median(ours):.1f} | {median(ours) / median(bare):.2f} |')
+    print(json.dumps({'dsir_s': dsir, 'lsi_s': lsi, 'bare_wps': bare, 'ours_wps': ours}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Loader throughput and start-up: ClusteredImportanceDataset vs a plain StreamingDataset.
+
+    .venv/bin/python benchmarks/bench_loader.py [--leaves 64 1024 16384] [--repeats 3]
+
+Both read the same per-leaf shards of the same index: the plain baseline is
+`StreamingDataset(streams=[Stream(local=leaf) for every leaf])`, the way one would hand-write the
+mixture with Streaming alone; cis_stream draws the uniform mixture (weights=None) over the same
+leaves with exact per-leaf counts. Each measurement alternates baseline and cis_stream and
+reports medians; the ratio is cis_stream / baseline (>= 0.95 is the target for throughput).
+Start-up is the time from constructing the dataset to the first batch out of a DataLoader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import bench_index, median, timed  # noqa: E402
+
+import numpy as np  # noqa: E402
+from streaming import Stream, StreamingDataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from cis_stream.dataset import ClusteredImportanceDataset  # noqa: E402
+
+BATCH = 32
+OPTIONS = dict(batch_size=BATCH, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
+
+
+def plain(index):
+    return StreamingDataset(streams=[Stream(local=path) for path in index.leaf_paths], **OPTIONS)
+
+
+def cis(index):
+    return ClusteredImportanceDataset(index.root, None, **OPTIONS)
+
+
+def drain(dataset, workers: int, limit: int) -> int:
+    """Iterate `limit` samples through a DataLoader; return tokens read."""
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers,
+                        persistent_workers=False)
+    tokens = samples = 0
+    for batch in loader:
+        ids = batch['input_ids'] if 'input_ids' in batch else batch['tokens']
+        tokens += ids.numel()
+        samples += len(ids)
+        if samples >= limit:
+            break
+    return tokens
+
+
+def first_batch(build, index) -> float:
+    def run():
+        dataset = build(index)
+        next(iter(DataLoader(dataset, batch_size=BATCH, num_workers=0)))
+        return dataset
+    seconds, dataset = timed(run)
+    del dataset
+    gc.collect()
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--leaves', type=int, nargs='+', default=[64, 1024, 16384])
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--samples', type=int, default=20000, help='samples per throughput pass')
+    args = parser.parse_args()
+    os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
+    rows = []
+    for leaves in args.leaves:
+        index = bench_index(leaves)
+        drain(plain(index), 0, 10 ** 9)  # warm-up: decompress every shard once (shared by both)
+        gc.collect()
+        for workers in (0, 2):
+            rates = {'plain': [], 'cis': []}
+            for _ in range(args.repeats):
+                for name, build in (('plain', plain), ('cis', cis)):
+                    dataset = build(index)
+                    seconds, tokens = timed(drain, dataset, workers, args.samples)
+                    rates[name].append(tokens / seconds)
+                    del dataset
+                    gc.collect()
+            rows.append((leaves, f'throughput, {workers} workers (tokens/s)', median(rates['plain']),
+                         median(rates['cis'])))
+        starts = {'plain': [], 'cis': []}
+        for _ in range(args.repeats):
+            for name, build in (('plain', plain), ('cis', cis)):
+                starts[name].append(first_batch(build, index))
+        rows.append((leaves, 'start-up to first batch (s)', median(starts['plain']), median(starts['cis'])))
+    print(f'\n| leaves | measure | plain Streaming | cis_stream | ratio cis/plain |\n|---|---|---|---|---|')
+    for leaves, measure, base, ours in rows:
+        print(f'| {leaves} | {measure} | {base:,.1f} | {ours:,.1f} | {ours / base:.2f} |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Remote start-up: s3:// index on a real S3-compatible server (moto) on 127.0.0.1.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/bench_remote.py [--leaves 1024 16384]
+
+Time from constructing the dataset to its first batch, with empty local caches:
+  * baseline: Streaming's own start-up, `StreamingDataset(streams=[Stream(remote=s3://.../leaf,
+    local=...)])`, which fetches every leaf's index.json one after another;
+  * cis_stream: `ClusteredImportanceDataset(index='s3://...', local=...)`, which downloads the
+    manifest and one bundle of all leaf indexes, then lets Streaming start from the cache.
+Target: >= 10x faster than the baseline at 16,384 leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import OUT, bench_index, timed  # noqa: E402
+
+BUCKET = 'cis-bench'
+RAW_SHARD = re.compile(r'shard\.\d+\.mds$')  # decompressed copies made by local reads: not uploaded
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'moto_server'), '-H', '127.0.0.1',
+                               '-p', str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        raise RuntimeError('moto_server did not start')
+    endpoint = f'http://127.0.0.1:{port}'
+    os.environ.update(AWS_ACCESS_KEY_ID='bench', AWS_SECRET_ACCESS_KEY='bench',
+                      AWS_DEFAULT_REGION='us-east-1', S3_ENDPOINT_URL=endpoint)
+    return server, endpoint
+
+
+def upload(root: str, prefix: str, endpoint: str) -> int:
+    import boto3
+    client = boto3.client('s3', endpoint_url=endpoint)
+    files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names if not RAW_SHARD.search(f)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: client.upload_file(p, BUCKET, f'{prefix}/{os.path.relpath(p, root)}'), files))
+    return len(files)
+
+
+def first_batch(build) -> float:
+    from torch.utils.data import DataLoader
+
+    def run():
+        dataset = build()
+        next(iter(DataLoader(dataset, batch_size=32, num_workers=0)))
+    return timed(run)[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--leaves', type=int, nargs='+', default=[1024, 16384])
+    args = parser.parse_args()
+    os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
+    server, endpoint = start_moto()
+    rows = []
+    try:
+        import boto3
+        boto3.client('s3', endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+        from streaming import Stream, StreamingDataset
+
+        from cis_stream.dataset import ClusteredImportanceDataset
+        from cis_stream.manifest import leaf_dir_name
+        options = dict(batch_size=32, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
+        for leaves in args.leaves:
+            index = bench_index(leaves)
+            remote = f's3://{BUCKET}/index_{leaves}'
+            seconds, count = timed(upload, index.root, f'index_{leaves}', endpoint)
+            print(f'uploaded {count} files in {seconds:.1f} s', flush=True)
+            cache = os.path.join(OUT, 'remote_cache')
+            shutil.rmtree(cache, ignore_errors=True)
+            base = first_batch(lambda: StreamingDataset(streams=[
+                Stream(remote=f'{remote}/clusters/{leaf_dir_name(leaf)}',
+                       local=f'{cache}/plain_{leaves}/{leaf_dir_name(leaf)}') for leaf in range(index.num_leaves)],
+                **options))
+            ours = first_batch(lambda: ClusteredImportanceDataset(remote, None, local=f'{cache}/cis_{leaves}',
+                                                                  **options))
+            rows.append((leaves, base, ours))
+            print(f'{leaves} leaves: Streaming {base:.1f} s, cis_stream {ours:.1f} s', flush=True)
+    finally:
+        server.kill()
+    print('\n| leaves | Streaming, serial index.json fetch (s) | cis_stream, bundled leaf indexes (s) | speed-up |')
+    print('|---|---|---|---|')
+    for leaves, base, ours in rows:
+        print(f'| {leaves} | {base:.1f} | {ours:.1f} | {base / ours:.1f}x |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

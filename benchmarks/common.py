@@ -1,0 +1,57 @@
+"""Shared pieces of the benchmarks: a cached real corpus, cached indexes, timing helpers.
+
+Everything is written under benchmarks/out/ (git-ignored) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+OUT = os.path.join(ROOT, 'benchmarks', 'out')
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+from cis_stream.corpora import WIKI_LANGUAGES, load_wiki_summaries  # noqa: E402
+from cis_stream.index import build_index  # noqa: E402
+from cis_stream.manifest import CISIndex  # noqa: E402
+
+# Tree shapes per leaf count: the top level, then the leaves.
+TREES = {64: [8, 64], 1024: [32, 1024], 16384: [128, 16384]}
+
+
+def wiki_corpus() -> str:
+    """All 26,227 Wikipedia summaries of the package (English, French, Spanish; 11 MB of text)."""
+    path = os.path.join(OUT, 'wiki_all.jsonl')
+    if not os.path.exists(path):
+        os.makedirs(OUT, exist_ok=True)
+        with open(path + '.tmp', 'w', encoding='utf-8') as handle:
+            for language in WIKI_LANGUAGES:
+                for record in load_wiki_summaries(language):
+                    handle.write(json.dumps({'text': record['text'], 'lang': language}, ensure_ascii=False) + '\n')
+        os.rename(path + '.tmp', path)
+    return path
+
+
+def bench_index(leaves: int, seq_len: int = 64) -> CISIndex:
+    """An lsi index of the corpus with `leaves` leaves and 64-token windows, cached."""
+    path = os.path.join(OUT, f'index_{leaves}' + (f'_seq{seq_len}' if seq_len != 64 else ''))
+    if not os.path.exists(path):
+        build_index([wiki_corpus()], path, embedder='lsi', levels=TREES[leaves], window=64, seq_len=seq_len,
+                    seed=0)
+    return CISIndex.open(path)
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def median(values) -> float:
+    return statistics.median(values)
