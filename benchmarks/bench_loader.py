@@ -1,6 +1,6 @@
 """Loader throughput and start-up: ClusteredImportanceDataset vs a plain StreamingDataset.
 
-    .venv/bin/python benchmarks/bench_loader.py [--leaves 64 1024 16384] [--repeats 3]
+    .venv/bin/python benchmarks/bench_loader.py [--cases 64:64 1024:64 16384:64 64:1024] [--repeats 3]
 
 Both read the same per-leaf shards of the same index: the plain baseline is
 `StreamingDataset(streams=[Stream(local=leaf) for every leaf])`, the way one would hand-write the
@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import bench_index, median, timed  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from streaming import Stream, StreamingDataset  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -33,6 +34,19 @@ OPTIONS = dict(batch_size=BATCH, shuffle=True, shuffle_seed=7, num_canonical_nod
 
 def plain(index):
     return StreamingDataset(streams=[Stream(local=path) for path in index.leaf_paths], **OPTIONS)
+
+
+class PlainAsLong(StreamingDataset):
+    """Plain Streaming plus the one step a trainer needs on top: tokens as an int64 tensor
+    (cis_stream's items are LongTensors; uint16 -> int64 makes 4x more bytes per sample to copy
+    between loader workers and the trainer)."""
+
+    def __getitem__(self, sample_id):
+        return {'input_ids': torch.from_numpy(super().__getitem__(sample_id)['tokens'].astype(np.int64))}
+
+
+def plain_long(index):
+    return PlainAsLong(streams=[Stream(local=path) for path in index.leaf_paths], **OPTIONS)
 
 
 def cis(index):
@@ -66,35 +80,42 @@ def first_batch(build, index) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument('--leaves', type=int, nargs='+', default=[64, 1024, 16384])
+    parser.add_argument('--cases', nargs='+', default=['64:64', '1024:64', '16384:64', '64:1024'],
+                        help='LEAVES:SEQ_LEN index shapes (64-token samples are the worst case for '
+                             'per-sample overhead; 1024 is the paper\'s sample length)')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--samples', type=int, default=20000, help='samples per throughput pass')
     args = parser.parse_args()
     os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
     rows = []
-    for leaves in args.leaves:
-        index = bench_index(leaves)
+    for case in args.cases:
+        leaves, seq_len = (int(part) for part in case.split(':'))
+        index = bench_index(leaves, seq_len)
         drain(plain(index), 0, 10 ** 9)  # warm-up: decompress every shard once (shared by both)
         gc.collect()
         for workers in (0, 2):
-            rates = {'plain': [], 'cis': []}
+            rates = {'plain': [], 'plain_long': [], 'cis': []}
             for _ in range(args.repeats):
-                for name, build in (('plain', plain), ('cis', cis)):
+                for name, build in (('plain', plain), ('plain_long', plain_long), ('cis', cis)):
                     dataset = build(index)
                     seconds, tokens = timed(drain, dataset, workers, args.samples)
                     rates[name].append(tokens / seconds)
                     del dataset
                     gc.collect()
-            rows.append((leaves, f'throughput, {workers} workers (tokens/s)', median(rates['plain']),
-                         median(rates['cis'])))
+            rows.append((case, f'throughput, {workers} workers (tokens/s)', median(rates['plain']),
+                         median(rates['cis']), median(rates['plain_long'])))
+            print(rows[-1], flush=True)
         starts = {'plain': [], 'cis': []}
         for _ in range(args.repeats):
             for name, build in (('plain', plain), ('cis', cis)):
                 starts[name].append(first_batch(build, index))
-        rows.append((leaves, 'start-up to first batch (s)', median(starts['plain']), median(starts['cis'])))
-    print(f'\n| leaves | measure | plain Streaming | cis_stream | ratio cis/plain |\n|---|---|---|---|---|')
-    for leaves, measure, base, ours in rows:
-        print(f'| {leaves} | {measure} | {base:,.1f} | {ours:,.1f} | {ours / base:.2f} |')
+        rows.append((case, 'start-up to first batch (s)', median(starts['plain']), median(starts['cis']), None))
+        print(rows[-1], flush=True)
+    print('\n| leaves:seq_len | measure | plain Streaming | cis_stream | ratio cis/plain | plain + int64 | '
+          'ratio cis/(plain + int64) |\n|---|---|---|---|---|---|---|')
+    for case, measure, base, ours, long in rows:
+        extra = f'{long:,.2f} | {ours / long:.2f}' if long else '- | -'
+        print(f'| {case} | {measure} | {base:,.2f} | {ours:,.2f} | {ours / base:.2f} | {extra} |')
     return 0
 
 

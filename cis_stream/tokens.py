@@ -128,21 +128,21 @@ def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Wind
     """Tokenise documents and cut each into windows of `window` tokens (short ones stay whole)."""
     jobs = [(d, off, piece) for d, text in enumerate(texts) for off, piece in _pieces(text)]
     encodings = handle.tokenizer.encode_batch([piece for _, _, piece in jobs], add_special_tokens=False)
-    per_doc: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    per_doc: dict[int, tuple[list[np.ndarray], list[tuple[int, int]]]] = {}
     for (d, off, _), enc in zip(jobs, encodings):
         ids, spans = per_doc.setdefault(d, ([], []))
         ids.append(np.asarray(enc.ids, dtype=np.int64))
-        spans.append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + off)
+        # Only window boundaries need character offsets: a plain list, no array conversion.
+        spans.extend(enc.offsets if off == 0 else [(off + a, off + b) for a, b in enc.offsets])
     token_parts, lengths, doc_index, window_texts = [], [], [], []
-    for d, (ids_parts, span_parts) in sorted(per_doc.items()):
-        ids = np.concatenate(ids_parts)
-        spans = np.concatenate(span_parts)
+    for d, (ids_parts, spans) in sorted(per_doc.items()):
+        ids = np.concatenate(ids_parts) if len(ids_parts) > 1 else ids_parts[0]
         for start in range(0, len(ids), window):
             stop = min(start + window, len(ids))
             token_parts.append(ids[start:stop])
             lengths.append(stop - start)
             doc_index.append(d)
-            window_texts.append(texts[d][spans[start, 0]:spans[stop - 1, 1]])
+            window_texts.append(texts[d][spans[start][0]:spans[stop - 1][1]])
     tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int64)
     return Windows(tokens, np.asarray(lengths, np.int64), np.asarray(doc_index, np.int64), window_texts)
 
