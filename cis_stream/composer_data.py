@@ -118,6 +118,8 @@ def build_text_files_dataloader(cfg: dict[str, Any], tokenizer: PreTrainedTokeni
     _check_keys('eval_loader.dataset', dataset_cfg, {'files', 'max_seq_len', 'text_field'})
     dataset = TokenizedTextDataset(list(dataset_cfg['files']), tokenizer, int(dataset_cfg['max_seq_len']),
                                    dataset_cfg.get('text_field', 'text'))
+    print(f"eval loader {cfg.get('label', '')}: {len(dataset)} sequences of {dataset_cfg['max_seq_len']} tokens "
+          f"from {dataset_cfg['files']} ({dataset.dropped_tokens} tail tokens left out)", flush=True)
     options = _loader_options(cfg) | {'drop_last': False}
     loader = DataLoader(dataset, batch_size=device_batch_size, collate_fn=collate_causal_lm,
                         sampler=dist.get_sampler(dataset, drop_last=False, shuffle=False), **options)

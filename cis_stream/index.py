@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +27,7 @@ from cis_stream.embedders import make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES, MANIFEST,
                                  REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex, canonical_json,
                                  leaf_dir_name, sha256_file, write_leaf_indexes)
-from cis_stream.readers import Document, InputError, Reject, expand_inputs, read_documents
+from cis_stream.readers import Document, InputError, expand_inputs, read_documents
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import load_tokenizer, make_windows
 from cis_stream.tree import check_levels, fit_tree
@@ -340,6 +339,9 @@ def _build(files, staging, options, strict, progress) -> dict:
         'pad_tokens': int(pad), 'samples': int(samples), 'sample_tokens': int(samples * seq_len),
         'input_bytes': sum(s['bytes'] for s in inputs.stats.values()),
     }
+    if totals['documents_rejected']:
+        log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
+                    totals['documents_rejected'], dict(sorted(inputs.reasons.items())), REJECTS_FILE)
     del vectors
     shutil.rmtree(work)
     options_record = {

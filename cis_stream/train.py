@@ -166,7 +166,7 @@ def train(cfg: dict) -> dict:
     evaluators = []
     for eval_cfg in cfg.get('eval_loaders') or []:
         eval_cfg = dict(eval_cfg)
-        label = eval_cfg.pop('label', None)
+        label = eval_cfg.get('label')
         if not label:
             raise ValueError('each eval_loaders entry needs a label')
         eval_cfg.setdefault('dataset', {}).setdefault('max_seq_len', max_seq_len)

@@ -12,14 +12,13 @@ timestamps, canonical JSON, so the same inputs give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cis_stream.manifest import CISIndex, canonical_json
+from cis_stream.manifest import CISIndex, canonical_json, sha256_file
 from cis_stream.mixture import cap_proportions
 from cis_stream.readers import Document, expand_inputs, read_documents
 
@@ -63,18 +62,10 @@ def parse_task(spec: str) -> tuple[list[str], float]:
     return files.split(','), value
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def place_specialist(index: CISIndex, files: list[str], text_field: str) -> tuple[np.ndarray, list[dict]]:
     """Send specialist files down the tree: node ids per window [windows, levels], input records."""
     paths = expand_inputs(files)
-    records = {p: {'name': os.path.basename(p), 'bytes': os.path.getsize(p), 'sha256': _sha256(p),
+    records = {p: {'name': os.path.basename(p), 'bytes': os.path.getsize(p), 'sha256': sha256_file(p),
                    'documents': 0, 'rejected': 0} for p in paths}
     nodes, texts = [], []
     for item in read_documents(paths, text_field):
