@@ -14,7 +14,8 @@ class SampleOrderLogger(Callback):
     """Append each step's global sample ids (per rank, in rank order) to a JSON-lines file.
 
     This is how the determinism contract is checked: the same config must produce the same ids
-    per step with 1 or N processes, 0 or N workers, and across a kill and resume.
+    per step with 1 or N processes, 0 or N workers, and across a kill and resume. train.py turns
+    on the dataset's `sample_ids` when this callback is configured.
     """
 
     def __init__(self, path: str):

@@ -21,7 +21,7 @@ from cis_stream.manifest import CISIndex
 from cis_stream.readers import Document, expand_inputs, read_documents
 
 CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'max_repeat',
-                    'allow_mixture_change', 'shuffle', 'shuffle_seed', 'shuffle_algo',
+                    'allow_mixture_change', 'sample_ids', 'shuffle', 'shuffle_seed', 'shuffle_algo',
                     'shuffle_block_size', 'num_canonical_nodes', 'predownload', 'cache_limit',
                     'download_retry', 'download_timeout', 'sampling_method', 'sampling_granularity',
                     'partition_algo', 'batching_method', 'keep_zip', 'validate_hash', 'replication'}

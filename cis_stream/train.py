@@ -157,6 +157,8 @@ def train(cfg: dict) -> dict:
     loader_cfg = dict(cfg['train_loader'])
     dataset_cfg = dict(loader_cfg.get('dataset') or {})
     dataset_cfg.setdefault('max_seq_len', max_seq_len)
+    if 'sample_order' in (cfg.get('callbacks') or {}):
+        dataset_cfg['sample_ids'] = True  # the order log reads them from each batch
     loader_cfg['dataset'] = dataset_cfg
     if 'index' not in dataset_cfg:
         raise ValueError('train_loader.dataset.index is required')

@@ -12,7 +12,7 @@ from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.mixture import capped_counts, largest_remainder
 from cis_stream.weights import read_weights
 
-COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1)
+COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1, sample_ids=True)
 
 
 def _epoch_ids(dataset):
@@ -132,6 +132,7 @@ def test_llm_foundry_finds_the_cis_loader_through_its_entry_point_group(mix_inde
     spec = build(tokenizer=None, device_batch_size=4, dataset={'index': mix_index.root, 'weights': mix_weights,
                                                                'epoch_size': 40, 'num_canonical_nodes': 1})
     batch = next(iter(spec.dataloader))
+    assert set(batch) == {'input_ids', 'labels'}  # no sample ids unless asked for
     assert batch['input_ids'].shape == (4, 64) and torch.equal(batch['labels'], batch['input_ids'])
     assert spec.get_num_tokens_in_batch(batch) == 256
 
