@@ -110,15 +110,15 @@ class _Inputs:
         self.rejects.close()
 
 
-def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> list[str]:
-    """Stage 1. Returns the ids of the indexed documents, in order (their ordinal is the position)."""
-    doc_ids: list[str] = []
+def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> int:
+    """Stage 1. Returns the number of indexed documents (a document's ordinal is its position)."""
+    indexed = 0
     batch: list[Document] = []
     total_bytes = sum(s['bytes'] for s in inputs.stats.values())
 
     def flush():
         windows = make_windows(tokenizer, [d.text for d in batch], options.window)
-        spool.append(windows, np.arange(len(doc_ids) - len(batch), len(doc_ids)))
+        spool.append(windows, np.arange(indexed - len(batch), indexed))
         batch.clear()
 
     with tqdm(total=total_bytes, unit='B', unit_scale=True, desc='read+tokenize', disable=not progress) as bar:
@@ -130,7 +130,7 @@ def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> li
                 current = item.path
             inputs.record(item)
             if isinstance(item, Document):
-                doc_ids.append(item.doc_id)
+                indexed += 1
                 batch.append(item)
                 if len(batch) >= READ_BATCH_DOCS:
                     flush()
@@ -139,7 +139,7 @@ def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> li
         if current is not None:
             bar.update(inputs.stats[current]['bytes'])
     spool.close()
-    return doc_ids
+    return indexed
 
 
 def _embed(spool, embedder, options, work, progress) -> np.ndarray:
@@ -298,7 +298,7 @@ def _build(files, staging, options, strict, progress) -> dict:
     spool = WindowSpool(work)
     try:
         with _Stage(timings, 'read_tokenize'):
-            doc_ids = _read_and_tokenize(files, options, tokenizer, spool, inputs, progress)
+            indexed = _read_and_tokenize(files, options, tokenizer, spool, inputs, progress)
     finally:
         inputs.close()
     if spool.count == 0:
@@ -333,7 +333,7 @@ def _build(files, staging, options, strict, progress) -> dict:
     pad = sum(p['pad_tokens'] for p in packed)
     totals = {
         'documents_read': sum(s['documents'] for s in inputs.stats.values()),
-        'documents_indexed': len(doc_ids),
+        'documents_indexed': indexed,
         'documents_rejected': sum(s['rejected'] for s in inputs.stats.values()),
         'windows': int(spool.count), 'tokens': int(spool.lengths.sum()), 'eos_tokens': int(spool.count),
         'pad_tokens': int(pad), 'samples': int(samples), 'sample_tokens': int(samples * seq_len),
