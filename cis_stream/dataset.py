@@ -18,7 +18,8 @@ import torch
 from streaming import Stream, StreamingDataset
 from streaming.base.storage import CloudDownloader
 
-from cis_stream.manifest import CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, CISIndex, leaf_dir_name, unpack_leaf_indexes
+from cis_stream.manifest import (CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, CISIndex, leaf_dir_name,
+                                 unpack_leaf_indexes)
 from cis_stream.mixture import capped_counts
 from cis_stream.weights import read_weights
 
@@ -38,14 +39,14 @@ def open_index(index: str, local: str | None) -> CISIndex:
     """Open `index` in place, or, with a `local` cache, fetch what start-up needs there.
 
     With `local`, `index` is a Streaming remote (s3://, gs://, ..., or a directory to copy from).
-    Two downloads (the manifest and the bundle of every leaf's index.json) replace the one
-    round trip per leaf that Streaming would make, one after another, for thousands of leaves.
+    Three small downloads (the manifest, the bundle of every leaf's index.json, the tokenizer)
+    replace the one round trip per leaf that Streaming would make, one after another.
     """
     if local is None:
         if '://' in index:
             raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
         return CISIndex.open(index)
-    for name in (MANIFEST, LEAF_INDEXES):
+    for name in (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE):  # the tokenizer: train.py builds the model's
         _fetch(f'{index}/{name}', os.path.join(local, name))
     opened = CISIndex.open(local)
     unpack_leaf_indexes(local, opened.manifest['leaf_indexes_sha256'])

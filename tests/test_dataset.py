@@ -119,6 +119,7 @@ def test_a_remote_index_is_fetched_into_the_local_cache(mix_index, mix_weights, 
     remote = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, local=str(cache), **COMMON)
     local = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, **COMMON)
     assert (cache / 'cis_index.json').is_file()
+    assert remote.cis_index.tokenizer.eos_id == mix_index.tokenizer.eos_id  # train.py needs it
     assert _epoch_ids(remote).tolist() == _epoch_ids(local).tolist()
     assert torch.equal(remote[5]['input_ids'], local[5]['input_ids'])
     assert any((cache / 'clusters').rglob('shard.*.mds*'))
