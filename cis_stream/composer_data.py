@@ -16,6 +16,7 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
+from cis_stream.config import check_keys
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.manifest import CISIndex
 from cis_stream.readers import Document, expand_inputs, read_documents
@@ -49,15 +50,6 @@ def _tokens_in_batch(batch: dict[str, torch.Tensor]) -> int:
     return int(batch['input_ids'].numel())
 
 
-def _check_keys(section: str, given: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        import difflib
-        hints = [f'{key!r} (did you mean {difflib.get_close_matches(key, allowed, 1)[0]!r}?)'
-                 if difflib.get_close_matches(key, allowed, 1) else repr(key) for key in unknown]
-        raise ValueError(f'{section}: unknown key(s) {", ".join(hints)}; allowed: {sorted(allowed)}')
-
-
 def _loader_options(cfg: dict) -> dict:
     workers = int(cfg.get('num_workers', 0))
     options = {'drop_last': bool(cfg.get('drop_last', True)), 'num_workers': workers,
@@ -75,9 +67,9 @@ def build_cis_dataloader(cfg: dict[str, Any] | None = None, tokenizer: Any = Non
     Accepts llm-foundry's both calling styles: `cfg=` a loader section, or its keys as keywords.
     """
     cfg = dict(cfg if cfg is not None else kwargs)
-    _check_keys('train_loader', cfg, LOADER_KEYS)
+    check_keys('train_loader', cfg, LOADER_KEYS)
     dataset_cfg = dict(cfg.get('dataset') or {})
-    _check_keys('train_loader.dataset', dataset_cfg, CIS_DATASET_KEYS)
+    check_keys('train_loader.dataset', dataset_cfg, CIS_DATASET_KEYS)
     if 'index' not in dataset_cfg:
         raise ValueError('train_loader.dataset.index is required (a published cis_stream index)')
     dataset = ClusteredImportanceDataset(batch_size=device_batch_size, **dataset_cfg)
@@ -113,9 +105,9 @@ class TokenizedTextDataset(Dataset):
 def build_text_files_dataloader(cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast,
                                 device_batch_size: int) -> DataSpec:
     """Eval loader over text files (`dataset: {files: [...], max_seq_len, text_field}`)."""
-    _check_keys('eval_loader', cfg, LOADER_KEYS | {'label'})
+    check_keys('eval_loader', cfg, LOADER_KEYS | {'label'})
     dataset_cfg = dict(cfg.get('dataset') or {})
-    _check_keys('eval_loader.dataset', dataset_cfg, {'files', 'max_seq_len', 'text_field'})
+    check_keys('eval_loader.dataset', dataset_cfg, {'files', 'max_seq_len', 'text_field'})
     dataset = TokenizedTextDataset(list(dataset_cfg['files']), tokenizer, int(dataset_cfg['max_seq_len']),
                                    dataset_cfg.get('text_field', 'text'))
     print(f"eval loader {cfg.get('label', '')}: {len(dataset)} sequences of {dataset_cfg['max_seq_len']} tokens "

@@ -93,7 +93,7 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.max_seq_len = max_seq_len or seq_len
         if self.max_seq_len > seq_len:
             raise ValueError(f'max_seq_len {self.max_seq_len} exceeds the index samples of {seq_len} tokens')
-        leaf_samples = opened.counts(len(opened.levels) - 1, 'samples')
+        leaf_samples = opened.leaf_samples
         self.cis_weights = read_weights(weights, opened) if weights is not None else None
         proportions = (np.asarray(self.cis_weights['leaf_proportions']) if self.cis_weights
                        else leaf_samples / leaf_samples.sum())

@@ -24,9 +24,9 @@ from streaming import MDSWriter
 from tqdm.auto import tqdm
 
 from cis_stream.embedders import make_embedder
-from cis_stream.manifest import (CLUSTERS_DIR, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES, MANIFEST,
-                                 REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex, canonical_json,
-                                 leaf_dir_name, sha256_file, write_leaf_indexes)
+from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
+                                 MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
+                                 canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
 from cis_stream.readers import Document, InputError, expand_inputs, read_documents
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import load_tokenizer, make_windows
@@ -34,9 +34,9 @@ from cis_stream.tree import check_levels, fit_tree
 
 log = logging.getLogger(__name__)
 
-# Documents tokenised together (one tokenizer.encode_batch call) and windows embedded together.
+# Documents tokenised together (one tokenizer.encode_batch call); windows packed per chunk.
 READ_BATCH_DOCS = 256
-EMBED_BATCH = 1024
+PACK_CHUNK_WINDOWS = 1024
 # Windows assigned down the tree per call.
 ASSIGN_BATCH = 65536
 # Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
@@ -178,8 +178,8 @@ def _pack_leaf(rows, spool, writer, seq_len, eos_id, dtype) -> dict:
     """
     carry = np.zeros(0, dtype=np.int32)
     samples = 0
-    for start in range(0, len(rows), EMBED_BATCH):
-        stream = np.concatenate([carry, spool.eos_joined_tokens(rows[start:start + EMBED_BATCH], eos_id)])
+    for start in range(0, len(rows), PACK_CHUNK_WINDOWS):
+        stream = np.concatenate([carry, spool.eos_joined_tokens(rows[start:start + PACK_CHUNK_WINDOWS], eos_id)])
         full = len(stream) // seq_len
         for i in range(full):
             writer.write({'tokens': stream[i * seq_len:(i + 1) * seq_len].astype(dtype)})

@@ -25,7 +25,7 @@ CLUSTERS_DIR = 'clusters'
 # Every leaf's index.json in one zstd-compressed JSON object, so that a remote index starts with
 # two downloads instead of one round trip per leaf (Streaming fetches those one after another).
 LEAF_INDEXES = 'leaf_indexes.json.zst'
-# Text handed to the embedder in one call when placing new text in the tree.
+# Windows handed to the embedder in one call (indexing and placing new text alike).
 EMBED_BATCH = 1024
 
 
@@ -102,7 +102,7 @@ class CISIndex:
             raise NotAnIndexError(f'{root}: no such index directory')
         if not os.path.isfile(path):
             raise NotAnIndexError(f'{root}: not a cis_stream index (no {MANIFEST}); an interrupted build '
-                              f'never publishes one, so run `cis-stream index` again')
+                                  f'never publishes one, so run `cis-stream index` again')
         try:
             with open(path, encoding='utf-8') as handle:
                 manifest = json.load(handle)
@@ -110,7 +110,7 @@ class CISIndex:
             raise NotAnIndexError(f'{path}: unreadable manifest ({err})') from err
         if manifest.get('format_version') != FORMAT_VERSION:
             raise NotAnIndexError(f'{path}: format version {manifest.get("format_version")!r}; this '
-                              f'cis_stream reads version {FORMAT_VERSION}')
+                                  f'cis_stream reads version {FORMAT_VERSION}')
         return cls(root, manifest)
 
     @property
@@ -130,6 +130,11 @@ class CISIndex:
         """Per-node counts at `level`: documents, windows, samples or tokens."""
         return np.asarray([node[field] for node in self.manifest['tree']['levels'][level]['nodes']],
                           dtype=np.int64)
+
+    @property
+    def leaf_samples(self) -> np.ndarray:
+        """Samples per leaf: what the dataset draws from and the weights spread over."""
+        return self.counts(len(self.levels) - 1, 'samples')
 
     def parents(self, level: int) -> np.ndarray:
         return self.tree.parents[level]

@@ -7,13 +7,14 @@ HuggingFaceModel with its language cross-entropy and perplexity metrics.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
 from typing import Any
 
 import yaml
+
+from cis_stream.config import check_keys
 
 TOP_KEYS = {
     'run_name', 'seed', 'max_seq_len', 'global_train_batch_size', 'device_train_microbatch_size',
@@ -27,16 +28,6 @@ MODEL_KEYS = {'name', 'd_model', 'n_layers', 'n_heads', 'mlp_ratio', 'dropout'}
 OPTIMIZER_KEYS = {'name', 'lr', 'betas', 'eps', 'weight_decay'}
 SCHEDULER_KEYS = {'name', 't_warmup', 'alpha_f'}
 CALLBACK_KEYS = {'sample_order', 'speed_monitor', 'lr_monitor'}
-
-
-def _check(section: str, given: dict, allowed: set[str]) -> None:
-    if not isinstance(given, dict):
-        raise ValueError(f'{section}: expected a mapping, got {type(given).__name__}')
-    for key in given:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, 1)
-            hint = f' (did you mean {close[0]!r}?)' if close else ''
-            raise ValueError(f'{section}: unknown key {key!r}{hint}; allowed: {sorted(allowed)}')
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -61,11 +52,11 @@ def load_config(path: str, overrides: list[str]) -> dict:
         if not sep:
             raise ValueError(f'override {item!r}: expected key=value, e.g. max_duration=20ba')
         _set_dotted(cfg, key, yaml.safe_load(value))
-    _check(path, cfg, TOP_KEYS)
+    check_keys(path, cfg, TOP_KEYS)
     for section, allowed in (('model', MODEL_KEYS), ('optimizer', OPTIMIZER_KEYS),
                              ('scheduler', SCHEDULER_KEYS), ('callbacks', CALLBACK_KEYS)):
         if section in cfg:
-            _check(f'{path}: {section}', cfg[section], allowed)
+            check_keys(f'{path}: {section}', cfg[section], allowed)
     for key in ('max_seq_len', 'global_train_batch_size', 'max_duration', 'model', 'train_loader'):
         if key not in cfg:
             raise ValueError(f'{path}: missing required key {key!r}')

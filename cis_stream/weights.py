@@ -95,7 +95,7 @@ def choose_level(index: CISIndex, specialist_nodes: np.ndarray, min_per_cluster:
 def spread_to_leaves(index: CISIndex, level: int, node_mass: np.ndarray) -> np.ndarray:
     """Spread each level-`level` node's mass over its leaves by their generalist sample counts."""
     ancestor = index.leaf_ancestors(level)
-    leaf_samples = index.counts(len(index.levels) - 1, 'samples').astype(np.float64)
+    leaf_samples = index.leaf_samples.astype(np.float64)
     node_samples = np.bincount(ancestor, weights=leaf_samples, minlength=index.levels[level])
     return node_mass[ancestor] * leaf_samples / node_samples[ancestor]
 
@@ -122,7 +122,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
                                                    for l, n in enumerate(index.levels)]})
     target = (1 - options.smoothing) * specialist + options.smoothing * generalist
     leaf = spread_to_leaves(index, level, target)
-    leaf_samples = index.counts(len(index.levels) - 1, 'samples')
+    leaf_samples = index.leaf_samples
     seq_len = index.manifest['options']['seq_len']
     budget = (options.tokens // seq_len) if options.tokens else int(leaf_samples.sum())
     if options.max_repeat is not None:
