@@ -33,6 +33,11 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+    parser.add_argument('--restart', action='store_true',
+                        help='discard an unfinished build of --out instead of resuming it')
+    parser.add_argument('--part-bytes', type=int, default=None,
+                        help='input bytes per unit of work and of resumption (default: about 1/64 of the '
+                             'corpus, 1-64 MB); the index does not depend on it')
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -40,9 +45,11 @@ def run_index(args: argparse.Namespace) -> int:
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed)
-    index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite)
-    print(summary(index.manifest))
-    print(f'published {index.root}')
+    index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
+                        restart=args.restart, part_bytes=args.part_bytes)
+    if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
+        print(summary(index.manifest))
+        print(f'published {index.root}')
     return 0
 
 

@@ -6,16 +6,28 @@ Stages (each with a progress bar and a timing in the manifest):
   fit tree       hierarchical k-means on a seeded sample of the embeddings
   assign         every window down the tree; empty nodes pruned
   pack+write     per leaf: windows EOS-joined into fixed seq_len samples, written with MDSWriter
-The index is built in `<out>.building-<pid>` and renamed into place only when complete.
+
+One process or many (`torchrun ... -m cis_stream.index`, `composer -n N -m cis_stream.index`):
+the inputs are cut into *parts* (runs of consecutive files, a plan that depends on the inputs
+only), and each rank reads, embeds and assigns its share of the parts. The embedder and the tree
+are fit by rank 0 on seeded samples drawn over the global window order, and each leaf is packed
+by one rank from the windows of every part, in input order. So the index (its fingerprint
+included) does not depend on the number of processes.
+
+Every finished part, fit and leaf is recorded in `<out>.building/_work`: a run that is killed and
+started again with the same command skips what is done. The index is published by renaming
+`<out>.building` to `<out>` only when complete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,14 +35,15 @@ import numpy as np
 from streaming import MDSWriter
 from tqdm.auto import tqdm
 
-from cis_stream.embedders import make_embedder
+from cis_stream.dist import Group, balanced_split, one_thread, share_cores
+from cis_stream.embedders import Embedder, load_embedder, make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
                                  canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
-from cis_stream.readers import Document, InputError, expand_inputs, read_documents
+from cis_stream.readers import Document, InputError, expand_inputs, read_file
 from cis_stream.spool import WindowSpool
-from cis_stream.tokens import load_tokenizer, make_windows
-from cis_stream.tree import check_levels, fit_tree
+from cis_stream.tokens import TokenizerHandle, load_tokenizer, make_windows
+from cis_stream.tree import Tree, check_levels, fit_tree
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,11 @@ ASSIGN_BATCH = 65536
 EMBEDDER_FIT_SAMPLE = 10000
 TREE_FIT_POINTS_PER_LEAF = 40
 TREE_FIT_MIN_SAMPLE = 100000
+# Parts (the unit of work and of resumption): about 1/64 of the corpus, within these bounds.
+PARTS_WANTED = 64
+PART_MIN_BYTES = 1 << 20
+PART_MAX_BYTES = 64 << 20
+WORK_DIR = '_work'
 
 
 @dataclass
@@ -82,104 +100,113 @@ class _Stage:
         self.timings[self.name] = round(time.perf_counter() - self.start, 3)
 
 
-class _Inputs:
-    """Per-file bookkeeping for the manifest's `inputs` and the rejects log."""
+def plan_parts(sizes: list[int], part_bytes: int | None = None) -> list[list[int]]:
+    """Runs of consecutive files of about `part_bytes` each (never splitting a file).
 
-    def __init__(self, files: list[str], rejects_path: str, strict: bool):
-        self.stats = {path: {'path': path, 'bytes': os.path.getsize(path), 'documents': 0,
-                             'indexed': 0, 'rejected': 0} for path in files}
-        self.rejects = open(rejects_path, 'w', encoding='utf-8')
-        self.strict = strict
-        self.reasons: dict[str, int] = {}
-
-    def record(self, item) -> None:
-        stats = self.stats[item.path]
-        stats['documents'] += 1
-        if isinstance(item, Document):
-            stats['indexed'] += 1
-            return
-        if self.strict:
-            raise InputError(f'{item.path}:{item.line}: {item.reason} '
-                             f'(without --strict such records are skipped and logged to {REJECTS_FILE})')
-        stats['rejected'] += 1
-        kind = item.reason.split(':')[0]
-        self.reasons[kind] = self.reasons.get(kind, 0) + 1
-        self.rejects.write(json.dumps(item.to_json(), ensure_ascii=False) + '\n')
-
-    def close(self) -> None:
-        self.rejects.close()
+    The default, about 1/PARTS_WANTED of the corpus, depends on the inputs alone.
+    """
+    target = part_bytes or min(PART_MAX_BYTES, max(PART_MIN_BYTES, sum(sizes) // PARTS_WANTED))
+    parts, current, filled = [], [], 0
+    for i, size in enumerate(sizes):
+        current.append(i)
+        filled += size
+        if filled >= target:
+            parts.append(current)
+            current, filled = [], 0
+    return parts + [current] if current else parts
 
 
-def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> int:
-    """Stage 1. Returns the number of indexed documents (a document's ordinal is its position)."""
+def _write_json(path: str, obj) -> None:
+    """Write-then-rename, so a record is either complete or absent (it marks work as done)."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as handle:
+        json.dump(obj, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str):
+    with open(path, encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer: TokenizerHandle,
+              strict: bool) -> dict:
+    """Read and tokenise one part's files into a spool; returns (and records) its bookkeeping."""
+    shutil.rmtree(directory, ignore_errors=True)
+    spool = WindowSpool(directory)
+    inputs = {path: {'path': path, 'bytes': os.path.getsize(path), 'documents': 0, 'indexed': 0,
+                     'rejected': 0} for path in files}
+    reasons: dict[str, int] = {}
+    batch: list[str] = []
     indexed = 0
-    batch: list[Document] = []
-    total_bytes = sum(s['bytes'] for s in inputs.stats.values())
 
     def flush():
-        windows = make_windows(tokenizer, [d.text for d in batch], options.window)
-        spool.append(windows, np.arange(indexed - len(batch), indexed))
+        spool.append(make_windows(tokenizer, batch, options.window), np.arange(indexed - len(batch), indexed))
         batch.clear()
 
-    with tqdm(total=total_bytes, unit='B', unit_scale=True, desc='read+tokenize', disable=not progress) as bar:
-        current = None
-        for item in read_documents(files, options.text_field):
-            if item.path != current:
-                if current is not None:
-                    bar.update(inputs.stats[current]['bytes'])
-                current = item.path
-            inputs.record(item)
-            if isinstance(item, Document):
-                indexed += 1
-                batch.append(item)
-                if len(batch) >= READ_BATCH_DOCS:
-                    flush()
-        if batch:
-            flush()
-        if current is not None:
-            bar.update(inputs.stats[current]['bytes'])
+    with open(os.path.join(directory, REJECTS_FILE), 'w', encoding='utf-8') as rejects:
+        for path in files:
+            for item in read_file(path, options.text_field):
+                stats = inputs[path]
+                stats['documents'] += 1
+                if isinstance(item, Document):
+                    stats['indexed'] += 1
+                    indexed += 1
+                    batch.append(item.text)
+                    if len(batch) >= READ_BATCH_DOCS:
+                        flush()
+                    continue
+                if strict:
+                    raise InputError(f'{item.path}:{item.line}: {item.reason} (without --strict such '
+                                     f'records are skipped and logged to {REJECTS_FILE})')
+                stats['rejected'] += 1
+                kind = item.reason.split(':')[0]
+                reasons[kind] = reasons.get(kind, 0) + 1
+                rejects.write(json.dumps(item.to_json(), ensure_ascii=False) + '\n')
+    if batch:
+        flush()
     spool.close()
-    return indexed
+    info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
+            'tokens': int(spool.lengths.sum())}
+    _write_json(os.path.join(directory, 'read.json'), info)
+    return info
 
 
-def _embed(spool, embedder, options, work, progress) -> np.ndarray:
-    """Stage 2: fit (if needed) on a seeded sample, then embed every window into a memmap."""
-    rng = np.random.default_rng(options.seed)
-    if embedder.needs_fit:
-        n = min(spool.count, options.embedder_fit_sample)
-        sample = np.sort(rng.choice(spool.count, n, replace=False))
-        embedder.fit(spool.texts(sample), options.seed)
-    vectors = np.lib.format.open_memmap(os.path.join(work, 'embeddings.npy'), mode='w+',
-                                        dtype=np.float32, shape=(spool.count, embedder.dim))
-    with tqdm(total=spool.count, unit='win', desc='embed', disable=not progress) as bar:
-        for start in range(0, spool.count, EMBED_BATCH):
-            rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
-            vectors[rows] = embedder.embed(spool.texts(rows))
-            bar.update(len(rows))
+def embed_part(directory: str, embedder: Embedder) -> None:
+    """Embed every window of a part into `embeddings.npy` (renamed into place when complete)."""
+    spool = WindowSpool.open(directory)
+    tmp = os.path.join(directory, 'embeddings.tmp.npy')
+    vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
+    for start in range(0, spool.count, EMBED_BATCH):
+        rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
+        vectors[rows] = embedder.embed(spool.texts(rows))
     vectors.flush()
-    return vectors
+    del vectors
+    os.replace(tmp, os.path.join(directory, 'embeddings.npy'))
 
 
-def _assign(tree, vectors, progress) -> np.ndarray:
+def assign_part(directory: str, tree: Tree) -> None:
+    """Node ids at every level (of the unpruned tree) for each window of a part: `nodes.npy`."""
+    vectors = np.load(os.path.join(directory, 'embeddings.npy'), mmap_mode='r')
     nodes = np.empty((len(vectors), len(tree.centroids)), dtype=np.int64)
-    with tqdm(total=len(vectors), unit='win', desc='assign', disable=not progress) as bar:
-        for start in range(0, len(vectors), ASSIGN_BATCH):
-            stop = min(start + ASSIGN_BATCH, len(vectors))
-            nodes[start:stop] = tree.assign(np.asarray(vectors[start:stop]))
-            bar.update(stop - start)
-    return nodes
+    for start in range(0, len(vectors), ASSIGN_BATCH):
+        stop = min(start + ASSIGN_BATCH, len(vectors))
+        nodes[start:stop] = tree.assign(np.asarray(vectors[start:stop]))
+    tmp = os.path.join(directory, 'nodes.tmp.npy')
+    np.save(tmp, nodes)
+    os.replace(tmp, os.path.join(directory, 'nodes.npy'))
 
 
-def _pack_leaf(rows, spool, writer, seq_len, eos_id, dtype) -> dict:
-    """Write one leaf's windows as EOS-joined seq_len samples; the tail is padded with EOS.
+def pack_leaf(chunks, writer, seq_len: int, eos_id: int, dtype) -> dict:
+    """Write one leaf's EOS-joined token stream as fixed seq_len samples; the tail is padded with EOS.
 
     Padding (rather than dropping) keeps every token and guarantees no leaf is empty; the pad
     tokens are counted per leaf in the manifest.
     """
     carry = np.zeros(0, dtype=np.int32)
     samples = 0
-    for start in range(0, len(rows), PACK_CHUNK_WINDOWS):
-        stream = np.concatenate([carry, spool.eos_joined_tokens(rows[start:start + PACK_CHUNK_WINDOWS], eos_id)])
+    for chunk in chunks:
+        stream = np.concatenate([carry, chunk])
         full = len(stream) // seq_len
         for i in range(full):
             writer.write({'tokens': stream[i * seq_len:(i + 1) * seq_len].astype(dtype)})
@@ -192,45 +219,56 @@ def _pack_leaf(rows, spool, writer, seq_len, eos_id, dtype) -> dict:
     return {'samples': samples, 'pad_tokens': int(pad)}
 
 
-def _pack(leaves, spool, staging, seq_len, tokenizer, progress) -> list[dict]:
-    order = np.argsort(leaves, kind='stable')
-    bounds = np.searchsorted(leaves[order], np.arange(leaves.max() + 2))
+def leaf_chunks(sources, eos_id: int):
+    """A leaf's windows, EOS-joined, from (spool, rows) sources in order, a chunk at a time."""
+    for spool, rows in sources:
+        for start in range(0, len(rows), PACK_CHUNK_WINDOWS):
+            yield spool.eos_joined_tokens(rows[start:start + PACK_CHUNK_WINDOWS], eos_id)
+
+
+def write_leaf(out: str, sources, seq_len: int, tokenizer: TokenizerHandle) -> dict:
+    """One MDS stream (`tokens` column, zstd, xxh64) holding a leaf's windows."""
     columns = {'tokens': tokenizer.token_dtype}
     dtype = np.dtype(columns['tokens'].split(':')[1])
-    packed = []
-    for leaf in tqdm(range(leaves.max() + 1), unit='leaf', desc='pack+write', disable=not progress):
-        rows = order[bounds[leaf]:bounds[leaf + 1]]
-        out = os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf))
-        with MDSWriter(out=out, columns=columns, compression='zstd',
-                       hashes=['xxh64'], progress_bar=False) as writer:
-            packed.append(_pack_leaf(rows, spool, writer, seq_len, tokenizer.eos_id, dtype))
-    return packed
+    shutil.rmtree(out, ignore_errors=True)
+    with MDSWriter(out=out, columns=columns, compression='zstd', hashes=['xxh64'], progress_bar=False) as writer:
+        return pack_leaf(leaf_chunks(sources, tokenizer.eos_id), writer, seq_len, tokenizer.eos_id, dtype)
 
 
-def _node_counts(nodes, spool, packed) -> list[dict]:
-    """Per-node documents, windows, tokens and samples at every level, plus pruning records."""
-    num_levels = nodes.shape[1]
-    leaf_samples = np.asarray([p['samples'] for p in packed], np.int64)
-    leaf_pad = np.asarray([p['pad_tokens'] for p in packed], np.int64)
-    out = []
-    for level in range(num_levels):
+def part_counts(nodes: np.ndarray, spool: WindowSpool, sizes: list[int]) -> np.ndarray:
+    """Windows, tokens and documents per node and level of one part: int64 [levels, 3, max size]."""
+    out = np.zeros((nodes.shape[1], 3, max(sizes)), np.int64)
+    docs = int(spool.doc.max()) + 1 if spool.count else 1
+    for level, size in enumerate(sizes):
         node = nodes[:, level]
-        size = int(node.max()) + 1
-        windows = np.bincount(node, minlength=size)
-        tokens = np.bincount(node, weights=spool.lengths, minlength=size).astype(np.int64)
-        pairs = np.unique(node * (int(spool.doc.max()) + 1) + spool.doc)
-        documents = np.bincount(pairs // (int(spool.doc.max()) + 1), minlength=size)
-        leaf_to_node = np.zeros(len(leaf_samples), np.int64)
-        leaf_to_node[nodes[:, -1]] = node
-        samples = np.bincount(leaf_to_node, weights=leaf_samples, minlength=size).astype(np.int64)
-        pad = np.bincount(leaf_to_node, weights=leaf_pad, minlength=size).astype(np.int64)
-        out.append({'nodes': [{'documents': int(documents[i]), 'windows': int(windows[i]),
-                               'tokens': int(tokens[i]), 'samples': int(samples[i]),
-                               'pad_tokens': int(pad[i])} for i in range(size)]})
+        out[level, 0, :size] = np.bincount(node, minlength=size)
+        out[level, 1, :size] = np.bincount(node, weights=spool.lengths, minlength=size)
+        out[level, 2, :size] = np.bincount(np.unique(node * docs + spool.doc) // docs, minlength=size)
     return out
 
 
-def _fingerprint(manifest: dict, staging: str, num_leaves: int) -> str:
+def node_records(tree: Tree, counts: np.ndarray, packed: list[dict], planned: list[int],
+                 fitted: list[int]) -> list[dict]:
+    """The manifest's per-level node records: counts, samples, pad tokens, parent, pruning."""
+    leaf_samples = np.asarray([p['samples'] for p in packed], np.int64)
+    leaf_pad = np.asarray([p['pad_tokens'] for p in packed], np.int64)
+    node_of_leaf = np.arange(len(packed))
+    levels = []
+    for level in reversed(range(len(tree.sizes))):
+        size = tree.sizes[level]
+        samples = np.bincount(node_of_leaf, weights=leaf_samples, minlength=size).astype(np.int64)
+        pad = np.bincount(node_of_leaf, weights=leaf_pad, minlength=size).astype(np.int64)
+        windows, tokens, documents = counts[level, :, :size]
+        levels.insert(0, {
+            'planned': planned[level], 'fitted': fitted[level], 'pruned_empty': fitted[level] - size,
+            'nodes': [{'documents': int(documents[i]), 'windows': int(windows[i]), 'tokens': int(tokens[i]),
+                       'samples': int(samples[i]), 'pad_tokens': int(pad[i]),
+                       'parent': int(tree.parents[level][i])} for i in range(size)]})
+        node_of_leaf = tree.parents[level][node_of_leaf]
+    return levels
+
+
+def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
     """Hash of everything that defines the index's content (not timings or paths)."""
     digest = hashlib.sha256()
     stable = {k: manifest[k] for k in ('format_version', 'options', 'tree', 'totals')}
@@ -240,16 +278,26 @@ def _fingerprint(manifest: dict, staging: str, num_leaves: int) -> str:
     stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
     digest.update(canonical_json(stable))
     for name in (TREE_FILE, TOKENIZER_FILE):
-        digest.update(sha256_file(os.path.join(staging, name)).encode())
-    for root, _, names in sorted(os.walk(os.path.join(staging, EMBEDDER_DIR))):
+        digest.update(sha256_file(os.path.join(root, name)).encode())
+    for folder, _, names in sorted(os.walk(os.path.join(root, EMBEDDER_DIR))):
         for name in sorted(names):
-            digest.update(sha256_file(os.path.join(root, name)).encode())
+            digest.update(sha256_file(os.path.join(folder, name)).encode())
     for leaf in range(num_leaves):
-        digest.update(sha256_file(os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf), 'index.json')).encode())
+        digest.update(sha256_file(os.path.join(root, CLUSTERS_DIR, leaf_dir_name(leaf), 'index.json')).encode())
     return digest.hexdigest()
 
 
-def _publish(staging: str, out: str) -> None:
+def finish_manifest(manifest: dict, root: str, num_leaves: int) -> dict:
+    """Bundle the leaf indexes, fingerprint the content and write the manifest into `root`."""
+    write_leaf_indexes(root, num_leaves)
+    manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(root, LEAF_INDEXES))
+    manifest['fingerprint'] = fingerprint(manifest, root, num_leaves)
+    with open(os.path.join(root, MANIFEST), 'w', encoding='utf-8') as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+    return manifest
+
+
+def publish(staging: str, out: str) -> None:
     """Rename the finished build into place; an old index (with --overwrite) goes only after."""
     old = None
     if os.path.exists(out):
@@ -260,12 +308,19 @@ def _publish(staging: str, out: str) -> None:
         shutil.rmtree(old)
 
 
+def staging_dir(out: str) -> str:
+    return f'{out}.building'
+
+
 def build_index(inputs: list[str], out: str, options: IndexOptions | None = None, *, strict: bool = False,
-                overwrite: bool = False, progress: bool = True, **option_values) -> CISIndex:
+                overwrite: bool = False, restart: bool = False, part_bytes: int | None = None,
+                progress: bool = True, **option_values) -> CISIndex:
     """Index `inputs` (files, directories, globs) into a published index at `out`.
 
-    Options are an `IndexOptions` or its fields as keywords. Raises `InputError` for bad paths,
-    and on the first bad record with `strict=True`.
+    Options are an `IndexOptions` or its fields as keywords. Run by several processes (WORLD_SIZE
+    in the environment), they share the work, `part_bytes` of input at a time. An unfinished build
+    of the same inputs and options is resumed unless `restart`. Raises `InputError` for bad paths, and on the first bad record
+    with `strict=True`.
     """
     options = options or IndexOptions(**option_values)
     options.validate()
@@ -273,98 +328,276 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f'{out} already exists; pass --overwrite (overwrite=True) to replace it')
-    staging = f'{out}.building-{os.getpid()}'
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    group = Group()
     try:
-        manifest = _build(files, staging, options, strict, progress)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return CISIndex(out, manifest)
-
-
-def _build(files, staging, options, strict, progress) -> dict:
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    work = os.path.join(staging, '_work')
-    tokenizer = load_tokenizer(options.tokenizer, options.eos_token)
-    with open(os.path.join(staging, TOKENIZER_FILE), 'w', encoding='utf-8') as handle:
-        handle.write(tokenizer.to_json())
-    embedder = make_embedder(options.embedder, **options.embedder_config)
-    seq_len = options.seq_len or options.window
-    inputs = _Inputs(files, os.path.join(staging, REJECTS_FILE), strict)
-    spool = WindowSpool(work)
-    try:
-        with _Stage(timings, 'read_tokenize'):
-            indexed = _read_and_tokenize(files, options, tokenizer, spool, inputs, progress)
+        job = _Job(files, out, options, strict, progress, group, restart, part_bytes)
+        try:
+            manifest = job.run()
+        except ValueError:
+            # Bad input or options: nothing worth resuming (and the inputs will change).
+            if group.world == 1:
+                shutil.rmtree(job.staging, ignore_errors=True)
+            raise
+        except BaseException:
+            if group.leader and os.path.isdir(job.staging):
+                log.warning('indexing stopped; the work done is kept in %s: run the same command again '
+                            'to resume (or pass --restart to start over)', job.staging)
+            raise
+        group.barrier()  # every rank returns once the index is published
     finally:
-        inputs.close()
-    if spool.count == 0:
-        raise InputError(f'no document could be indexed from {len(files)} file(s): '
-                         f'{sum(inputs.reasons.values())} rejected {inputs.reasons}')
-    with _Stage(timings, 'embed'):
-        vectors = _embed(spool, embedder, options, work, progress)
-    os.makedirs(os.path.join(staging, EMBEDDER_DIR))
-    embedder.save(os.path.join(staging, EMBEDDER_DIR))
-    with _Stage(timings, 'fit_tree'):
+        group.close()
+    return CISIndex(out, manifest) if manifest else CISIndex.open(out)
+
+
+class _Job:
+    """One indexing run, on one rank of the process group."""
+
+    def __init__(self, files, out, options, strict, progress, group, restart, part_bytes):
+        self.files, self.out, self.options, self.strict, self.group = files, out, options, strict, group
+        self.progress = progress and group.leader
+        self.staging = staging_dir(out)
+        self.work = os.path.join(self.staging, WORK_DIR)
+        self.sizes = [os.path.getsize(path) for path in files]
+        self.parts = plan_parts(self.sizes, part_bytes)
+        part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
+        self.mine = balanced_split(part_bytes, group.world)[group.rank]
+        self.seq_len = options.seq_len or options.window
+        self.timings: dict[str, float] = {}
+        self._open_job(restart)
+
+    def _open_job(self, restart: bool) -> None:
+        """Start the staging directory, or check that the one there holds this same job."""
+        record = {'format_version': FORMAT_VERSION, 'options': dataclasses.asdict(self.options),
+                  'parts': self.parts,
+                  'inputs': [{'path': path, 'bytes': size, 'mtime_ns': os.stat(path).st_mtime_ns}
+                             for path, size in zip(self.files, self.sizes)]}
+        record = json.loads(canonical_json(record))
+        path = os.path.join(self.work, 'job.json')
+        if self.group.leader:
+            if restart:
+                shutil.rmtree(self.staging, ignore_errors=True)
+            if not os.path.exists(path):
+                shutil.rmtree(self.staging, ignore_errors=True)
+                os.makedirs(self.work)
+                _write_json(path, record)
+        self.group.barrier()
+        if _read_json(path) != record:
+            raise FileExistsError(f'{self.staging} holds an unfinished build of other inputs or options; '
+                                  f'rerun with --restart to discard it (or delete it)')
+        self.resumed = os.path.exists(os.path.join(self.part_dir(0), 'read.json'))
+
+    def part_dir(self, part: int) -> str:
+        return os.path.join(self.work, 'parts', f'{part:06d}')
+
+    def _done(self, part: int, name: str) -> bool:
+        return os.path.exists(os.path.join(self.part_dir(part), name))
+
+    def _bar(self, total, unit, desc):
+        return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not self.progress)
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        tokenizer = load_tokenizer(self.options.tokenizer, self.options.eos_token)
+        with _Stage(self.timings, 'read_tokenize'):
+            self._read(tokenizer)
+        infos = [_read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
+        self.window_counts = np.asarray([info['windows'] for info in infos], np.int64)
+        if self.window_counts.sum() == 0:
+            rejected = {}
+            for info in infos:
+                for kind, n in info['reasons'].items():
+                    rejected[kind] = rejected.get(kind, 0) + n
+            raise InputError(f'no document could be indexed from {len(self.files)} file(s): '
+                             f'{sum(rejected.values())} rejected {rejected}')
+        with _Stage(self.timings, 'embed'):
+            embedder = self._fit_embedder()
+            self._per_part('embeddings.npy', 'embed', lambda p: embed_part(self.part_dir(p), embedder))
+        with _Stage(self.timings, 'fit_tree'):
+            tree, tree_sample = self._fit_tree()
+        with _Stage(self.timings, 'assign'):
+            self._per_part('nodes.npy', 'assign', lambda p: assign_part(self.part_dir(p), tree))
+            pruned, remaps = self._prune(tree)
+        with _Stage(self.timings, 'pack_write'):
+            self._pack(pruned, remaps, tokenizer)
+        counts = self._counts(pruned, remaps)
+        if not self.group.leader:
+            return {}
+        manifest = self._manifest(tokenizer, embedder, pruned, tree.sizes, counts, infos, tree_sample)
+        shutil.rmtree(self.work)
+        self.timings['total'] = round(time.perf_counter() - started, 3)
+        manifest['timings'] = self.timings
+        manifest = finish_manifest(manifest, self.staging, pruned.sizes[-1])
+        publish(self.staging, self.out)
+        return manifest
+
+    # Stages ---------------------------------------------------------------------------------
+
+    def _read(self, tokenizer) -> None:
+        todo = [p for p in self.mine if not self._done(p, 'read.json')]
+        with self._bar(sum(self.sizes[i] for p in todo for i in self.parts[p]), 'B', 'read+tokenize') as bar:
+            for p in todo:
+                read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), self.options,
+                          tokenizer, self.strict)
+                bar.update(sum(self.sizes[i] for i in self.parts[p]))
+        self.group.barrier()
+
+    def _per_part(self, marker: str, desc: str, work) -> None:
+        todo = [p for p in self.mine if not self._done(p, marker)]
+        with self._bar(int(self.window_counts[todo].sum()), 'win', desc) as bar:
+            for p in todo:
+                work(p)
+                bar.update(int(self.window_counts[p]))
+        self.group.barrier()
+
+    def _global_rows(self, rows: np.ndarray):
+        """(part, local rows) for sorted global window numbers (windows numbered in input order)."""
+        offsets = np.concatenate([[0], np.cumsum(self.window_counts)])
+        owner = np.searchsorted(offsets, rows, side='right') - 1
+        for part in np.unique(owner):
+            yield int(part), rows[owner == part] - offsets[part]
+
+    def _fit_embedder(self) -> Embedder:
+        """Rank 0 fits on a seeded sample of windows and saves the state; every rank loads it."""
+        options, path = self.options, os.path.join(self.staging, EMBEDDER_DIR)
+        fitted = None
+        if self.group.leader and not os.path.exists(path):
+            fitted = make_embedder(options.embedder, **options.embedder_config)
+            if fitted.needs_fit:
+                total = int(self.window_counts.sum())
+                rng = np.random.default_rng(options.seed)
+                sample = np.sort(rng.choice(total, min(total, options.embedder_fit_sample), replace=False))
+                texts = [text for part, rows in self._global_rows(sample)
+                         for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
+                with one_thread():
+                    fitted.fit(texts, options.seed)
+            tmp = f'{path}.tmp'
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            fitted.save(tmp)
+            os.replace(tmp, path)
+        self.group.barrier()
+        return fitted or load_embedder(options.embedder, options.embedder_config, path)
+
+    def _fit_tree(self) -> tuple[Tree, int]:
+        """Rank 0 fits the tree on a seeded sample of embeddings; every rank loads it."""
+        options, path = self.options, os.path.join(self.work, 'tree_fitted.npz')
+        total = int(self.window_counts.sum())
         wanted = options.tree_fit_sample or max(TREE_FIT_MIN_SAMPLE, TREE_FIT_POINTS_PER_LEAF * options.levels[-1])
-        rows = np.sort(np.random.default_rng(options.seed + 1).choice(
-            spool.count, min(spool.count, wanted), replace=False))
-        tree = fit_tree(np.asarray(vectors[rows]), options.levels, options.seed, progress)
-    with _Stage(timings, 'assign'):
-        nodes = _assign(tree, vectors, progress)
-        counts = [np.bincount(nodes[:, l], minlength=n) for l, n in enumerate(tree.sizes)]
-        planned_sizes = tree.sizes
-        tree, remaps = tree.prune(counts)
-        nodes = np.stack([remaps[l][nodes[:, l]] for l in range(nodes.shape[1])], axis=1)
+        rows = np.sort(np.random.default_rng(options.seed + 1).choice(total, min(total, wanted), replace=False))
+        if self.group.leader and not os.path.exists(path):
+            sample = np.concatenate([np.load(os.path.join(self.part_dir(part), 'embeddings.npy'),
+                                             mmap_mode='r')[local] for part, local in self._global_rows(rows)])
+            tmp = os.path.join(self.work, 'tree_fitted.tmp.npz')
+            with one_thread():
+                fit_tree(sample, options.levels, options.seed, self.progress).save(tmp)
+            os.replace(tmp, path)
+        self.group.barrier()
+        return Tree.load(path), len(rows)
+
+    def _sum_over_parts(self, per_part, shape: tuple) -> np.ndarray:
+        """Sum of the int64 arrays per_part(part) over this rank's parts, then over ranks."""
+        total = np.zeros(shape, np.int64)
+        for part in self.mine:
+            total += per_part(part)
+        return self.group.sum(total)
+
+    def _nodes(self, part: int) -> np.ndarray:
+        return np.load(os.path.join(self.part_dir(part), 'nodes.npy'))
+
+    def _prune(self, tree: Tree) -> tuple[Tree, list[np.ndarray]]:
+        """Drop the nodes no window reached (the same on every rank: counts are summed first)."""
+        width = max(tree.sizes)
+
+        def windows(part):
+            nodes = self._nodes(part)
+            return np.stack([np.bincount(nodes[:, level], minlength=width) for level in range(nodes.shape[1])])
+        counts = self._sum_over_parts(windows, (len(tree.sizes), width))
+        return tree.prune([counts[level, :size] for level, size in enumerate(tree.sizes)])
+
+    def _pack(self, tree: Tree, remaps, tokenizer) -> None:
+        """This rank's leaves (every world-th), each from the windows of all parts in input order."""
+        world, rank = self.group.world, self.group.rank
+        packed_dir = os.path.join(self.work, 'packed')
+        os.makedirs(packed_dir, exist_ok=True)
+        mine = [leaf for leaf in range(rank, tree.sizes[-1], world)
+                if not os.path.exists(os.path.join(packed_dir, f'{leaf}.json'))]
+        sources: dict[int, list] = {leaf: [] for leaf in mine}
+        if mine:
+            for part in range(len(self.parts)):
+                leaves = remaps[-1][self._nodes(part)[:, -1]]
+                rows = np.flatnonzero(leaves % world == rank)
+                rows = rows[np.argsort(leaves[rows], kind='stable')]
+                keys = leaves[rows]
+                spool = None
+                for leaf, start, stop in _runs(keys):
+                    if leaf in sources:
+                        spool = spool or WindowSpool.open(self.part_dir(part))
+                        sources[leaf].append((spool, rows[start:stop]))
+        for leaf in tqdm(mine, unit='leaf', desc='pack+write', disable=not self.progress):
+            out = os.path.join(self.staging, CLUSTERS_DIR, leaf_dir_name(leaf))
+            result = write_leaf(out, sources.pop(leaf), self.seq_len, tokenizer)
+            _write_json(os.path.join(packed_dir, f'{leaf}.json'), result)
+        self.group.barrier()
+
+    def _counts(self, tree: Tree, remaps) -> np.ndarray:
+        def counts(part):
+            nodes = self._nodes(part)
+            nodes = np.stack([remaps[level][nodes[:, level]] for level in range(nodes.shape[1])], axis=1)
+            return part_counts(nodes, WindowSpool.open(self.part_dir(part)), tree.sizes)
+        return self._sum_over_parts(counts, (len(tree.sizes), 3, max(tree.sizes)))
+
+    def _manifest(self, tokenizer, embedder, tree, fitted_sizes, counts, infos, tree_sample) -> dict:
+        options, staging = self.options, self.staging
+        with open(os.path.join(staging, TOKENIZER_FILE), 'w', encoding='utf-8') as handle:
+            handle.write(tokenizer.to_json())
         tree.save(os.path.join(staging, TREE_FILE))
-    with _Stage(timings, 'pack_write'):
-        packed = _pack(nodes[:, -1], spool, staging, seq_len, tokenizer, progress)
-    levels = _node_counts(nodes, spool, packed)
-    for level, info in enumerate(levels):
-        info['planned'] = options.levels[level]
-        info['fitted'] = planned_sizes[level]
-        info['pruned_empty'] = planned_sizes[level] - len(info['nodes'])
-        for node, parent in zip(info['nodes'], tree.parents[level]):
-            node['parent'] = int(parent)
-    samples = sum(p['samples'] for p in packed)
-    pad = sum(p['pad_tokens'] for p in packed)
-    totals = {
-        'documents_read': sum(s['documents'] for s in inputs.stats.values()),
-        'documents_indexed': indexed,
-        'documents_rejected': sum(s['rejected'] for s in inputs.stats.values()),
-        'windows': int(spool.count), 'tokens': int(spool.lengths.sum()), 'eos_tokens': int(spool.count),
-        'pad_tokens': int(pad), 'samples': int(samples), 'sample_tokens': int(samples * seq_len),
-        'input_bytes': sum(s['bytes'] for s in inputs.stats.values()),
-    }
-    if totals['documents_rejected']:
-        log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
-                    totals['documents_rejected'], dict(sorted(inputs.reasons.items())), REJECTS_FILE)
-    del vectors
-    shutil.rmtree(work)
-    options_record = {
-        'embedder': {'name': options.embedder, 'config': embedder.config()},
-        'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': seq_len,
-        'levels': list(options.levels), 'seed': options.seed, 'text_field': options.text_field,
-        'embedder_fit_sample': options.embedder_fit_sample, 'tree_fit_sample': int(len(rows)),
-        'token_column': tokenizer.token_dtype,
-    }
-    manifest = {
-        'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
-        'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
-                                      'by_reason': dict(sorted(inputs.reasons.items()))},
-        'inputs': list(inputs.stats.values()),
-    }
-    write_leaf_indexes(staging, len(packed))
-    manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(staging, LEAF_INDEXES))
-    manifest['fingerprint'] = _fingerprint(manifest, staging, len(packed))
-    timings['total'] = round(time.perf_counter() - started, 3)
-    manifest['timings'] = timings
-    with open(os.path.join(staging, MANIFEST), 'w', encoding='utf-8') as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-    return manifest
+        packed = [_read_json(os.path.join(self.work, 'packed', f'{leaf}.json')) for leaf in range(tree.sizes[-1])]
+        levels = node_records(tree, counts, packed, options.levels, fitted_sizes)
+        inputs = [stats for info in infos for stats in info['inputs']]
+        reasons: dict[str, int] = {}
+        with open(os.path.join(staging, REJECTS_FILE), 'wb') as rejects:
+            for part, info in enumerate(infos):
+                for kind, n in info['reasons'].items():
+                    reasons[kind] = reasons.get(kind, 0) + n
+                with open(os.path.join(self.part_dir(part), REJECTS_FILE), 'rb') as handle:
+                    shutil.copyfileobj(handle, rejects)
+        samples = sum(p['samples'] for p in packed)
+        windows = int(self.window_counts.sum())
+        totals = {
+            'documents_read': sum(s['documents'] for s in inputs),
+            'documents_indexed': sum(s['indexed'] for s in inputs),
+            'documents_rejected': sum(s['rejected'] for s in inputs),
+            'windows': windows, 'tokens': sum(info['tokens'] for info in infos), 'eos_tokens': windows,
+            'pad_tokens': sum(p['pad_tokens'] for p in packed), 'samples': samples,
+            'sample_tokens': samples * self.seq_len, 'input_bytes': sum(s['bytes'] for s in inputs),
+        }
+        if totals['documents_rejected']:
+            log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
+                        totals['documents_rejected'], dict(sorted(reasons.items())), REJECTS_FILE)
+        options_record = {
+            'embedder': {'name': options.embedder, 'config': embedder.config()},
+            'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': self.seq_len,
+            'levels': list(options.levels), 'seed': options.seed, 'text_field': options.text_field,
+            'embedder_fit_sample': options.embedder_fit_sample, 'tree_fit_sample': int(tree_sample),
+            'token_column': tokenizer.token_dtype,
+        }
+        return {
+            'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
+            'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
+                                          'by_reason': dict(sorted(reasons.items()))},
+            'inputs': inputs, 'build': {'processes': self.group.world, 'parts': len(self.parts),
+                                        'resumed': self.resumed},
+        }
+
+
+def _runs(keys: np.ndarray):
+    """(value, start, stop) for each run of equal values in a sorted array."""
+    if not len(keys):
+        return
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    stops = np.concatenate([starts[1:], [len(keys)]])
+    for start, stop in zip(starts, stops):
+        yield int(keys[start]), int(start), int(stop)
 
 
 def summary(manifest: dict) -> str:
@@ -377,3 +610,14 @@ def summary(manifest: dict) -> str:
             f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
             f"{seconds:.1f} s, {t['input_bytes'] / 1e6 / max(seconds, 1e-9):.2f} MB/s; "
             f"fingerprint {manifest['fingerprint'][:16]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`torchrun ... -m cis_stream.index` / `composer -n N -m cis_stream.index`: `cis-stream index` flags."""
+    share_cores()
+    from cis_stream.cli import main as cli_main
+    return cli_main(['index', *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == '__main__':
+    sys.exit(main())

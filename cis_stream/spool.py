@@ -2,6 +2,8 @@
 
 The read/tokenise stage appends windows here; the embed stage reads their texts back in batches
 and the pack stage reads their tokens back leaf by leaf. Memory stays bounded by one batch.
+A closed spool is a directory of three files, reopened with `WindowSpool.open` by any process
+(the pack stage of a distributed build reads every part's spool).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import numpy as np
 
 from cis_stream.tokens import Windows
 
+TOKENS, TEXTS, TABLE = 'tokens.bin', 'texts.bin', 'table.npy'
+
 
 class WindowSpool:
     """Append-only files: tokens (int32), UTF-8 texts, and a per-window table."""
@@ -19,8 +23,8 @@ class WindowSpool:
     def __init__(self, directory: str):
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
-        self._tokens = open(os.path.join(directory, 'tokens.bin'), 'wb')
-        self._texts = open(os.path.join(directory, 'texts.bin'), 'wb')
+        self._tokens = open(os.path.join(directory, TOKENS), 'wb')
+        self._texts = open(os.path.join(directory, TEXTS), 'wb')
         self._token_count = 0
         self._text_bytes = 0
         self._table: list[np.ndarray] = []  # rows: doc, token_start, token_len, text_start, text_len
@@ -39,12 +43,28 @@ class WindowSpool:
         self.count += len(encoded)
 
     def close(self) -> None:
+        """Finish writing: the table is saved last, so a spool with a table is complete."""
         self._tokens.close()
         self._texts.close()
-        self.table = np.concatenate(self._table) if self._table else np.zeros((0, 5), np.int64)
-        self.tokens = (np.memmap(self._tokens.name, dtype=np.int32, mode='r') if self._token_count
+        table = np.concatenate(self._table) if self._table else np.zeros((0, 5), np.int64)
+        np.save(os.path.join(self.directory, TABLE), table)
+        self._attach(table)
+
+    @classmethod
+    def open(cls, directory: str) -> 'WindowSpool':
+        """A closed spool, read-only."""
+        spool = cls.__new__(cls)
+        spool.directory = directory
+        spool._attach(np.load(os.path.join(directory, TABLE), allow_pickle=False))
+        return spool
+
+    def _attach(self, table: np.ndarray) -> None:
+        self.table = table
+        self.count = len(table)
+        tokens, texts = os.path.join(self.directory, TOKENS), os.path.join(self.directory, TEXTS)
+        self.tokens = (np.memmap(tokens, dtype=np.int32, mode='r') if os.path.getsize(tokens)
                        else np.zeros(0, np.int32))
-        self.text_data = (np.memmap(self._texts.name, dtype=np.uint8, mode='r') if self._text_bytes
+        self.text_data = (np.memmap(texts, dtype=np.uint8, mode='r') if os.path.getsize(texts)
                           else np.zeros(0, np.uint8))
 
     @property

@@ -356,20 +356,25 @@ def test_existing_out_is_refused_then_replaced_with_overwrite(small_corpus, smal
     assert CISIndex.open(out_dir).fingerprint == index.fingerprint == small_index.fingerprint
 
 
-@pytest.mark.parametrize('stage', ['_read_and_tokenize', '_embed', '_pack'])
+@pytest.mark.parametrize('stage', ['read_part', 'embed_part', 'write_leaf'])
 @pytest.mark.parametrize('existing', [False, True], ids=['fresh', 'overwrite'])
-def test_interrupted_build_publishes_nothing(small_corpus, small_index, out_dir, monkeypatch, stage, existing):
+def test_interrupted_build_publishes_nothing_and_resumes(small_corpus, small_index, out_dir, monkeypatch,
+                                                          stage, existing):
     if existing:
         shutil.copytree(small_index.root, out_dir)
         before = snapshot(out_dir)
+    real, calls = getattr(index_module, stage), []
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupted(*args, **kwargs):  # the second call is interrupted (the first does its work)
+        calls.append(1)
+        if len(calls) > 1 or stage != 'write_leaf':
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(index_module, stage, interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
-    assert leftovers(out_dir) == [], 'no .building- (or .replaced-) directory may stay behind'
+    assert leftovers(out_dir) == [os.path.basename(out_dir) + '.building'], 'the work done is kept to resume'
     if existing:
         assert snapshot(out_dir) == before, 'an interrupted --overwrite must leave the old index intact'
         assert CISIndex.open(out_dir).fingerprint == small_index.fingerprint
@@ -377,6 +382,23 @@ def test_interrupted_build_publishes_nothing(small_corpus, small_index, out_dir,
         assert not os.path.exists(out_dir)
         with pytest.raises(NotAnIndexError):
             CISIndex.open(out_dir)
+
+    monkeypatch.setattr(index_module, stage, real)
+    resumed = build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
+    assert resumed.manifest['build']['resumed'] == (stage != 'read_part')
+    assert resumed.fingerprint == small_index.fingerprint
+    assert leftovers(out_dir) == []
+
+
+def test_unfinished_build_of_other_options_is_not_resumed(small_corpus, small_index, out_dir, monkeypatch):
+    monkeypatch.setattr(index_module, 'embed_part', lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        build_index([small_corpus.root], out_dir, **SMALL_OPTIONS)
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match='unfinished build of other inputs or options.*--restart'):
+        build_index([small_corpus.root], out_dir, **{**SMALL_OPTIONS, 'seed': 1})
+    index = build_index([small_corpus.root], out_dir, restart=True, **{**SMALL_OPTIONS, 'seed': 1})
+    assert not index.manifest['build']['resumed'] and index.fingerprint != small_index.fingerprint
 
 
 @pytest.mark.parametrize('options, match', [
