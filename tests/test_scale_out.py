@@ -1,0 +1,109 @@
+"""Indexing at scale: one job over several processes (torchrun, the composer launcher) gives the
+same index as one process, and a build killed with SIGKILL at any point resumes to that same index."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cis_stream.manifest import CISIndex
+from conftest import WIKI_LEVELS, WIKI_WINDOW
+
+BIN = os.path.dirname(sys.executable)
+# Each wiki file becomes a part of its own (the default plan makes one part of all three).
+PART_BYTES = 100_000
+
+
+def index_args(corpus, out) -> list[str]:
+    return [corpus.root, '--out', out, '--embedder', 'lsi', '--levels', ','.join(map(str, WIKI_LEVELS)),
+            '--window', str(WIKI_WINDOW), '--seed', '0', '--part-bytes', str(PART_BYTES)]
+
+
+LAUNCHERS = {
+    'one process': [sys.executable, '-m', 'cis_stream.index'],
+    'torchrun x2': [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'cis_stream.index'],
+    'composer x2': [os.path.join(BIN, 'composer'), '-n', '2', '-m', 'cis_stream.index'],
+}
+
+
+def start(launcher: str, args: list[str]) -> subprocess.Popen:
+    # A session of its own, so that a kill reaches the launcher's workers too.
+    return subprocess.Popen(LAUNCHERS[launcher] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.parametrize('launcher', ['torchrun x2', 'composer x2'])
+def test_two_processes_build_the_index_of_one(wiki_corpus, wiki_index, tmp_path, launcher):
+    out = str(tmp_path / 'index')
+    output = finish(start(launcher, index_args(wiki_corpus, out)))
+    assert output.count('published') == 1, 'only rank 0 prints the summary'
+    index = CISIndex.open(out)
+    assert index.manifest['build'] == {'processes': 2, 'parts': 3, 'resumed': False}
+    assert wiki_index.manifest['build']['processes'] == 1
+    # Same tree, embedder state, leaf shards (through their index.json hashes), counts and totals.
+    assert index.fingerprint == wiki_index.fingerprint
+    assert index.manifest['tree'] == wiki_index.manifest['tree']
+    with open(os.path.join(out, 'rejects.jsonl'), 'rb') as a, open(os.path.join(wiki_index.root, 'rejects.jsonl'),
+                                                                    'rb') as b:
+        assert a.read() == b.read()
+
+
+def progress(out: str) -> dict:
+    """What an unfinished build has recorded as done."""
+    work = out + '.building/_work'
+    return {'read': len(glob.glob(f'{work}/parts/*/read.json')),
+            'embedded': len(glob.glob(f'{work}/parts/*/embeddings.npy')),
+            'packed': len(glob.glob(f'{work}/packed/*.json'))}
+
+
+def kill_when(process: subprocess.Popen, out: str, condition) -> dict:
+    """SIGKILL the whole launch as soon as `condition(progress)` holds; returns the progress then."""
+    while process.poll() is None:
+        state = progress(out)
+        if condition(state):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return state
+        time.sleep(0.02)
+    raise AssertionError(f'the build ended before the kill point: {process.stdout.read()[-2000:]}')
+
+
+def test_sigkilled_builds_resume_to_the_same_index(wiki_corpus, wiki_index, tmp_path):
+    out = str(tmp_path / 'index')
+    args = index_args(wiki_corpus, out)
+    # Killed mid-read on two processes, then mid-embed on one, then at a random moment: each
+    # run continues from the parts the previous ones finished, whatever the process count.
+    state = kill_when(start('torchrun x2', args), out, lambda s: s['read'] >= 1)
+    assert 1 <= state['read'] < 3 and not os.path.exists(out)
+    state = kill_when(start('one process', args), out, lambda s: s['embedded'] >= 1)
+    assert state['read'] == 3 and state['embedded'] < 3
+    process = start('one process', args)
+    time.sleep(np.random.default_rng(0).uniform(2, 6))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    if not os.path.exists(out):
+        finish(start('one process', args))
+    index = CISIndex.open(out)
+    assert index.fingerprint == wiki_index.fingerprint, 'a resumed build must equal an uninterrupted one'
+    totals = index.manifest['totals']
+    assert totals == wiki_index.manifest['totals']
+    assert totals['documents_read'] == totals['documents_indexed'] + totals['documents_rejected']
+    with open(os.path.join(out, 'rejects.jsonl'), encoding='utf-8') as handle:
+        rejects = [json.loads(line) for line in handle]
+    assert len(rejects) == len({(r['file'], r['line']) for r in rejects}) == totals['documents_rejected']
+    assert not os.path.exists(out + '.building')
