@@ -1,4 +1,4 @@
-"""`cis-stream` command line: index, weights."""
+"""`cis-stream` command line: index, weights, inspect."""
 
 from __future__ import annotations
 
@@ -90,6 +90,26 @@ def run_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('index', metavar='INDEX', help='a published index directory')
+    parser.add_argument('--weights', default=None, help='a weights file made for INDEX')
+    parser.add_argument('--tokens', type=int, default=None,
+                        help='token budget for the expected repetition per leaf (default: the '
+                             "weights file's budget)")
+    parser.add_argument('--html', default=None, metavar='DIR',
+                        help='write DIR/index.html and its PNG plots (a self-contained report)')
+    parser.add_argument('--top', type=int, default=10, help='clusters shown in detail in the report')
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from cis_stream.report import inspect_index, summary, write_report
+    inspection = inspect_index(args.index, args.weights, args.tokens)
+    print(summary(inspection))
+    if args.html:
+        print(f'wrote {write_report(inspection, args.html, args.top)}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='cis-stream', description=(
         'Clustered importance sampling for MosaicML Streaming: index a generalist corpus into '
@@ -98,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     add_index_arguments(sub.add_parser('index', help='build a cluster index from generalist text'))
     add_weights_arguments(sub.add_parser('weights', help='mixture weights from a specialist sample'))
+    add_inspect_arguments(sub.add_parser('inspect', help='summarise an index and a mixture; HTML report'))
     return parser
 
 
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
-    handlers = {'index': run_index, 'weights': run_weights}
+    handlers = {'index': run_index, 'weights': run_weights, 'inspect': run_inspect}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:

@@ -100,6 +100,16 @@ def spread_to_leaves(index: CISIndex, level: int, node_mass: np.ndarray) -> np.n
     return node_mass[ancestor] * leaf_samples / node_samples[ancestor]
 
 
+def effective_sample_fraction(target: np.ndarray, generalist: np.ndarray) -> float:
+    """Importance sampling's effective sample size as a fraction of the pool: 1 / Σ p(c)²/q(c).
+
+    Drawing the pool (q = P(c|gen)) reweighted to p costs this share of its samples' worth of
+    information; 1 means p = q, small means a few clusters carry the mixture.
+    """
+    seen = generalist > 0
+    return 1.0 / float(np.sum(target[seen] ** 2 / generalist[seen]))
+
+
 def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
                     options: WeightOptions | None = None) -> dict:
     """The weights record for `tasks` ([(files, weight)], one task for a single specialist set)."""
@@ -130,7 +140,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
     leaf = leaf / leaf.sum()
     final_node = np.bincount(index.leaf_ancestors(level), weights=leaf, minlength=size)
     importance = np.divide(final_node, generalist, out=np.zeros(size), where=generalist > 0)
-    ess_fraction = 1.0 / float(np.sum(final_node[generalist > 0] ** 2 / generalist[generalist > 0]))
+    ess_fraction = effective_sample_fraction(final_node, generalist)
     return {
         'format': WEIGHTS_FORMAT,
         'index_fingerprint': index.fingerprint,
