@@ -1,4 +1,4 @@
-"""`cis-stream` command line: index, weights, inspect."""
+"""`cis-stream` command line: index, add, weights, inspect."""
 
 from __future__ import annotations
 
@@ -50,6 +50,22 @@ def run_index(args: argparse.Namespace) -> int:
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
         print(summary(index.manifest))
         print(f'published {index.root}')
+    return 0
+
+
+def add_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('inputs', nargs='+', metavar='NEW_INPUT', help='files, directories or globs to add')
+    parser.add_argument('--index', required=True, help='the published index to grow')
+    parser.add_argument('--out', default=None, help='publish the new version here (default: replace --index)')
+    parser.add_argument('--text-field', default=None, help="JSON field holding the text (default: the index's)")
+    parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from cis_stream.grow import add_to_index, summary
+    index = add_to_index(args.index, args.inputs, args.out, strict=args.strict, text_field=args.text_field)
+    print(summary(index.manifest))
+    print(f'published {index.root}; weights made for the previous version must be recomputed')
     return 0
 
 
@@ -117,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-v', '--verbose', action='store_true')
     sub = parser.add_subparsers(dest='command', required=True)
     add_index_arguments(sub.add_parser('index', help='build a cluster index from generalist text'))
+    add_add_arguments(sub.add_parser('add', help='grow an index with new documents (same tree, new version)'))
     add_weights_arguments(sub.add_parser('weights', help='mixture weights from a specialist sample'))
     add_inspect_arguments(sub.add_parser('inspect', help='summarise an index and a mixture; HTML report'))
     return parser
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
-    handlers = {'index': run_index, 'weights': run_weights, 'inspect': run_inspect}
+    handlers = {'index': run_index, 'add': run_add, 'weights': run_weights, 'inspect': run_inspect}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:

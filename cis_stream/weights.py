@@ -179,6 +179,11 @@ def read_weights(path: str, index: CISIndex) -> dict:
         raise ValueError(f'{path}: not a weights file ({err})') from err
     if not isinstance(weights, dict) or weights.get('format') != WEIGHTS_FORMAT:
         raise ValueError(f'{path}: not a {WEIGHTS_FORMAT} weights file')
+    earlier = [step for step in index.manifest.get('history', []) if step['fingerprint'] == weights.get('index_fingerprint')]
+    if earlier:
+        raise ValueError(f'{path} was made for an earlier version of {index.root} ({earlier[0]["fingerprint"][:16]}), '
+                         f'before `cis-stream add` grew it to {index.fingerprint[:16]}: the cluster sizes changed, '
+                         f'so recompute it with `cis-stream weights --index {index.root} ...` on the same specialist files')
     if weights.get('index_fingerprint') != index.fingerprint:
         raise ValueError(f'{path} was made for index {str(weights.get("index_fingerprint"))[:16]}, '
                          f'but {index.root} is {index.fingerprint[:16]}: recompute it with '

@@ -1,0 +1,189 @@
+"""`cis-stream add`: grow a published index with new documents, without re-clustering.
+
+New documents go through the index's own tokenizer, embedder and (frozen) tree, exactly as
+`CISIndex.place` does. Each leaf that receives windows gets its new samples in a sub-directory
+`add-<version>/` and a new index.json listing its old shards and the new ones (the layout
+Streaming's `merge_index` gives; we join the two lists ourselves because merge_index only merges
+sibling sub-directories). Old shard files are hard-linked, never rewritten, so the old version
+stays intact until the new one is published in its place; the new version has a new
+fingerprint, and weights made for the old one are refused with the command to recompute them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+
+from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
+                              part_counts, plan_parts, publish, read_part, staging_dir, write_leaf)
+from cis_stream.manifest import CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, CISIndex, leaf_dir_name
+from cis_stream.readers import InputError, expand_inputs
+from cis_stream.spool import WindowSpool
+
+log = logging.getLogger(__name__)
+LEAF_INDEX = 'index.json'
+
+
+def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, strict: bool = False,
+                 text_field: str | None = None, progress: bool = True) -> CISIndex:
+    """Publish a new version of the index at `index_dir` (or at `out`) that also holds `inputs`."""
+    old = CISIndex.open(index_dir)
+    files = expand_inputs(inputs)
+    known = {os.path.abspath(s['path']) for s in old.manifest['inputs']}
+    again = [path for path in files if os.path.abspath(path) in known]
+    if again:
+        raise InputError(f'{again[0]} is already in {old.root} ({len(again)} such file(s)); adding it again '
+                         f'would duplicate its documents')
+    out = os.path.abspath(out or old.root)
+    if out != old.root and os.path.exists(out):
+        raise FileExistsError(f'{out} already exists; choose another --out')
+    staging = staging_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _link_tree(old.root, staging)
+        manifest = _grow(old, files, staging, strict, text_field, progress)
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CISIndex(out, manifest)
+
+
+def _link_tree(source: str, target: str) -> None:
+    """Hard-link every file of the old version (copy across file systems)."""
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copytree(source, target, copy_function=link)
+
+
+def _replace_file(path: str, data: bytes) -> None:
+    """Write a new file at `path` without touching the (hard-linked) old one."""
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, 'wb') as handle:
+        handle.write(data)
+
+
+def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
+    started = time.perf_counter()
+    manifest = json.loads(json.dumps(old.manifest))
+    opts = manifest['options']
+    options = IndexOptions(window=opts['window'], text_field=text_field or opts['text_field'])
+    tokenizer, embedder, tree = old.tokenizer, old.embedder, old.tree
+    work = os.path.join(staging, WORK_DIR)
+    version = len(manifest.get('history', [])) + 1
+    parts = plan_parts([os.path.getsize(path) for path in files])
+    infos, spools, nodes = [], [], []
+    for number, part in enumerate(parts):
+        directory = os.path.join(work, f'{number:06d}')
+        infos.append(read_part([files[i] for i in part], directory, options, tokenizer, strict))
+        embed_part(directory, embedder)
+        assign_part(directory, tree)
+        spools.append(WindowSpool.open(directory))
+        nodes.append(np.load(os.path.join(directory, 'nodes.npy')))
+    if sum(info['windows'] for info in infos) == 0:
+        raise InputError(f'no document could be indexed from {len(files)} file(s): see the rejects')
+
+    leaves = [n[:, -1] for n in nodes]
+    grown = np.unique(np.concatenate(leaves))
+    packed = {}
+    for leaf in grown:
+        sources = [(spool, np.flatnonzero(part_leaves == leaf)) for spool, part_leaves in zip(spools, leaves)]
+        leaf_dir = os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf))
+        packed[int(leaf)] = write_leaf(os.path.join(leaf_dir, f'add-{version}'), sources, opts['seq_len'], tokenizer)
+        _join_leaf_index(leaf_dir, f'add-{version}')
+
+    counts = sum(part_counts(n, spool, tree.sizes) for n, spool in zip(nodes, spools))
+    _add_counts(manifest, tree, counts, packed)
+    _add_totals(manifest, infos, packed, opts['seq_len'])
+    _add_rejects(manifest, staging, work, len(parts), infos)
+    manifest['history'] = manifest.get('history', []) + [{
+        'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for info in infos for s in info['inputs']],
+        'added_documents': sum(s['indexed'] for info in infos for s in info['inputs']),
+        'grown_leaves': len(grown)}]
+    manifest['inputs'] += [s for info in infos for s in info['inputs']]
+    manifest['timings'] = {'add': round(time.perf_counter() - started, 3)}
+    shutil.rmtree(work)
+    os.unlink(os.path.join(staging, MANIFEST))
+    os.unlink(os.path.join(staging, LEAF_INDEXES))
+    return finish_manifest(manifest, staging, old.num_leaves)
+
+
+def _join_leaf_index(leaf_dir: str, subdir: str) -> None:
+    """The leaf's index.json becomes its old shards followed by those in `subdir`."""
+    with open(os.path.join(leaf_dir, LEAF_INDEX), encoding='utf-8') as handle:
+        joined = json.load(handle)
+    with open(os.path.join(leaf_dir, subdir, LEAF_INDEX), encoding='utf-8') as handle:
+        added = json.load(handle)
+    for shard in added['shards']:
+        for key in ('raw_data', 'zip_data', 'raw_meta', 'zip_meta'):
+            if shard.get(key):
+                shard[key]['basename'] = f"{subdir}/{shard[key]['basename']}"
+    joined['shards'] += added['shards']
+    os.unlink(os.path.join(leaf_dir, subdir, LEAF_INDEX))
+    _replace_file(os.path.join(leaf_dir, LEAF_INDEX), json.dumps(joined, sort_keys=True).encode())
+
+
+def _add_counts(manifest: dict, tree, counts: np.ndarray, packed: dict) -> None:
+    """Add the new windows, tokens, documents, samples and pad tokens to every node above them."""
+    leaf_of = np.arange(tree.sizes[-1])
+    for level in reversed(range(len(tree.sizes))):
+        records = manifest['tree']['levels'][level]['nodes']
+        for field, row in (('windows', 0), ('tokens', 1), ('documents', 2)):
+            for node in np.flatnonzero(counts[level, row, :tree.sizes[level]]):
+                records[node][field] += int(counts[level, row, node])
+        for leaf, result in packed.items():
+            records[leaf_of[leaf]]['samples'] += result['samples']
+            records[leaf_of[leaf]]['pad_tokens'] += result['pad_tokens']
+        leaf_of = tree.parents[level][leaf_of]
+
+
+def _add_totals(manifest: dict, infos: list[dict], packed: dict, seq_len: int) -> None:
+    totals, inputs = manifest['totals'], [s for info in infos for s in info['inputs']]
+    samples = sum(p['samples'] for p in packed.values())
+    windows = sum(info['windows'] for info in infos)
+    for key, value in (('documents_read', sum(s['documents'] for s in inputs)),
+                       ('documents_indexed', sum(s['indexed'] for s in inputs)),
+                       ('documents_rejected', sum(s['rejected'] for s in inputs)),
+                       ('windows', windows), ('eos_tokens', windows),
+                       ('tokens', sum(info['tokens'] for info in infos)),
+                       ('pad_tokens', sum(p['pad_tokens'] for p in packed.values())),
+                       ('samples', samples), ('sample_tokens', samples * seq_len),
+                       ('input_bytes', sum(s['bytes'] for s in inputs))):
+        totals[key] += value
+
+
+def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos: list[dict]) -> None:
+    """Append the new rejects to a new copy of the rejects log (the old one is hard-linked)."""
+    path = os.path.join(staging, REJECTS_FILE)
+    with open(path, 'rb') as handle:
+        data = handle.read()
+    for number in range(num_parts):
+        with open(os.path.join(work, f'{number:06d}', REJECTS_FILE), 'rb') as handle:
+            data += handle.read()
+    _replace_file(path, data)
+    by_reason = manifest['rejects']['by_reason']
+    for info in infos:
+        for kind, n in info['reasons'].items():
+            by_reason[kind] = by_reason.get(kind, 0) + n
+    manifest['rejects']['by_reason'] = dict(sorted(by_reason.items()))
+    manifest['rejects']['count'] = manifest['totals']['documents_rejected']
+    if any(info['reasons'] for info in infos):
+        log.warning('some added records were skipped; each is listed with file, line and reason in %s', REJECTS_FILE)
+
+
+def summary(manifest: dict) -> str:
+    """The closing summary printed after `cis-stream add`."""
+    step = manifest['history'][-1]
+    return (f"added {step['added_documents']:,} documents from {len(step['added_inputs'])} file(s) to "
+            f"{step['grown_leaves']:,} leaves; the index now holds {manifest['totals']['documents_indexed']:,} "
+            f"documents and {manifest['totals']['samples']:,} samples (version {len(manifest['history']) + 1}, "
+            f"fingerprint {manifest['fingerprint'][:16]}, was {step['fingerprint'][:16]})")

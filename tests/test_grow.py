@@ -1,0 +1,113 @@
+"""`cis-stream add`: new documents go down the frozen tree into new shards of their leaves; counts
+grow by exactly the new documents; the old version stays intact; its weights are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from streaming import StreamingDataset
+
+from cis_stream.dataset import ClusteredImportanceDataset
+from cis_stream.grow import add_to_index
+from cis_stream.readers import InputError
+from cis_stream.tokens import make_windows
+from cis_stream.weights import WeightOptions, compute_weights, write_weights
+from conftest import json_line, write_lines
+from test_index import read_leaves, snapshot
+
+NEW_TOPIC = 'Geography'
+
+
+@pytest.fixture(scope='module')
+def new_docs(wiki_records, tmp_path_factory):
+    """120 real summaries of another topic, plus one planted bad line (line 3)."""
+    texts = [r['text'] for r in wiki_records if r['topic'] == NEW_TOPIC][:120]
+    path = str(tmp_path_factory.mktemp('new') / 'geo.jsonl')
+    lines = [json_line({'text': t}) for t in texts]
+    write_lines(path, lines[:2] + [b'{"text": 7}\n'] + lines[2:])
+    return path, texts
+
+
+@pytest.fixture(scope='module')
+def grown(small_index, new_docs, tmp_path_factory):
+    before = snapshot(small_index.root)
+    out = str(tmp_path_factory.mktemp('grown') / 'index')
+    index = add_to_index(small_index.root, [new_docs[0]], out, progress=False)
+    assert snapshot(small_index.root) == before, 'the old version must stay byte-identical'
+    return index
+
+
+def test_counts_grow_by_exactly_the_new_documents(small_index, grown, new_docs):
+    old, new = small_index.manifest, grown.manifest
+    texts = new_docs[1]
+    windows = make_windows(small_index.tokenizer, texts, old['options']['window'])
+    assert new['totals']['documents_indexed'] == old['totals']['documents_indexed'] + len(texts)
+    assert new['totals']['documents_rejected'] == old['totals']['documents_rejected'] + 1
+    assert new['totals']['windows'] == old['totals']['windows'] + len(windows.lengths)
+    assert new['totals']['tokens'] == old['totals']['tokens'] + int(windows.lengths.sum())
+    for level, info in enumerate(new['tree']['levels']):
+        nodes = info['nodes']
+        assert sum(n['windows'] for n in nodes) == new['totals']['windows']
+        assert sum(n['samples'] for n in nodes) == new['totals']['samples']
+        assert [n['parent'] for n in nodes] == [n['parent'] for n in old['tree']['levels'][level]['nodes']]
+    # Each leaf's growth is the windows that `place` (the old index's own path) sends to it.
+    placed = np.bincount(small_index.place(texts).nodes[:, -1], minlength=small_index.num_leaves)
+    grew = grown.counts(len(grown.levels) - 1) - small_index.counts(len(small_index.levels) - 1)
+    assert grew.tolist() == placed.tolist() and placed.sum() == len(windows.lengths)
+    assert new['history'][-1]['fingerprint'] == small_index.fingerprint != grown.fingerprint
+    assert new['inputs'][-1]['path'] == new_docs[0] and new['inputs'][-1]['rejected'] == 1
+    with open(os.path.join(grown.root, 'rejects.jsonl'), encoding='utf-8') as handle:
+        rejects = [json.loads(line) for line in handle]
+    assert [(r['file'], r['line']) for r in rejects][-1] == (new_docs[0], 3)
+
+
+def test_grown_leaves_keep_their_samples_and_append_the_new_windows(small_index, grown, new_docs):
+    seq_len, eos = grown.manifest['options']['seq_len'], grown.tokenizer.eos_id
+    placement = small_index.place(new_docs[1])
+    windows = make_windows(small_index.tokenizer, new_docs[1], grown.manifest['options']['window'])
+    old_leaves, new_leaves = read_leaves(small_index), read_leaves(grown)
+    for leaf, (count, samples) in new_leaves.items():
+        old_count, old_samples = old_leaves[leaf]
+        assert all(np.array_equal(a, b) for a, b in zip(samples[:old_count], old_samples))
+        rows = np.flatnonzero(placement.nodes[:, -1] == leaf)
+        stream = [t for r in rows for t in list(windows.tokens[windows.starts[r]:][:windows.lengths[r]]) + [eos]]
+        added = np.concatenate(samples[old_count:]) if count > old_count else np.zeros(0, int)
+        assert len(added) == -(-len(stream) // seq_len) * seq_len
+        assert added[:len(stream)].tolist() == stream and set(added[len(stream):].tolist()) <= {eos}
+
+
+def test_old_weights_are_refused_with_the_command_to_recompute(small_index, grown, small_corpus, tmp_path):
+    path = str(tmp_path / 'old.weights.json')
+    write_weights(compute_weights(small_index, [(small_corpus.files[:1], 1.0)], WeightOptions(level=0)), path)
+    with pytest.raises(ValueError, match='earlier version of .*cis-stream add.*cis-stream weights --index'):
+        ClusteredImportanceDataset(grown.root, path, batch_size=4, num_canonical_nodes=1)
+    fresh = str(tmp_path / 'new.weights.json')
+    write_weights(compute_weights(grown, [(small_corpus.files[:1], 1.0)], WeightOptions(level=0)), fresh)
+    dataset = ClusteredImportanceDataset(grown.root, fresh, batch_size=4, num_canonical_nodes=1)
+    assert dataset.num_samples == grown.manifest['totals']['samples']
+
+
+def test_adding_a_file_twice_is_refused(grown, new_docs):
+    with pytest.raises(InputError, match='already in .*duplicate'):
+        add_to_index(grown.root, [new_docs[0]], progress=False)
+
+
+def test_add_command_replaces_the_index_in_place(small_index, new_docs, tmp_path):
+    root = str(tmp_path / 'index')
+    subprocess.run(['cp', '-r', small_index.root, root], check=True)
+    result = subprocess.run([sys.executable, '-m', 'cis_stream.cli', 'add', '--index', root, new_docs[0]],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f'added {len(new_docs[1])} documents from 1 file(s)' in result.stdout
+    with open(os.path.join(root, 'cis_index.json'), encoding='utf-8') as handle:
+        manifest = json.load(handle)
+    assert manifest['history'][0]['fingerprint'] == small_index.fingerprint
+    assert sorted(os.listdir(tmp_path)) == ['index'], 'no staging or replaced copy left behind'
+    leaf = int(np.argmax(np.asarray([n['samples'] for n in manifest['tree']['levels'][-1]['nodes']])))
+    dataset = StreamingDataset(local=os.path.join(root, 'clusters', f'{leaf:05d}'), batch_size=1)
+    assert len(dataset) == manifest['tree']['levels'][-1]['nodes'][leaf]['samples']
