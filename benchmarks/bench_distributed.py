@@ -1,0 +1,84 @@
+"""Distributed indexing: the same `cis-stream index` job on 1 process and on 2 (torchrun), same run.
+
+    .venv/bin/python benchmarks/bench_distributed.py [--repeats 3] [--files 8]
+
+The corpus is all 26,227 real Wikipedia summaries (11 MB) cut into `--files` files (the unit of
+parallel work is a run of input files). Default options: lsi, 1024-token windows, 16 -> 256
+clusters. Runs alternate (1, 2, 1, 2, ...); the table reports medians of the wall time of the
+whole command (launcher and imports included) and of each stage, and checks that both process
+counts publish the same fingerprint. Target (issue 6): 2 processes on 2 cores >= 1.6x faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import OUT, median, wiki_corpus  # noqa: E402
+
+STAGES = ('read_tokenize', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
+LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
+          2: [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
+
+
+def split_corpus(files: int) -> str:
+    """The wiki corpus in `files` consecutive pieces (cached)."""
+    folder = os.path.join(OUT, f'wiki_split_{files}')
+    if not os.path.isdir(folder):
+        with open(wiki_corpus(), encoding='utf-8') as handle:
+            lines = handle.readlines()
+        tmp = folder + '.tmp'
+        os.makedirs(tmp, exist_ok=True)
+        step = -(-len(lines) // files)
+        for i in range(files):
+            with open(os.path.join(tmp, f'part{i:02d}.jsonl'), 'w', encoding='utf-8') as handle:
+                handle.writelines(lines[i * step:(i + 1) * step])
+        os.rename(tmp, folder)
+    return folder
+
+
+def run(processes: int, corpus: str, out: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    result = subprocess.run(LAUNCH[processes] + [corpus, '--out', out], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
+    with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
+        manifest = json.load(handle)
+    return {'wall': wall, 'fingerprint': manifest['fingerprint'], **manifest['timings']}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--files', type=int, default=8)
+    args = parser.parse_args()
+    corpus = split_corpus(args.files)
+    work = tempfile.mkdtemp(prefix='bench-dist-')
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for repeat in range(args.repeats):
+        for processes in (1, 2):
+            runs[processes].append(run(processes, corpus, os.path.join(work, f'p{processes}')))
+            print(f'repeat {repeat + 1}: {processes} process(es) {runs[processes][-1]["wall"]:.1f} s', flush=True)
+    shutil.rmtree(work)
+    fingerprints = {r['fingerprint'] for rs in runs.values() for r in rs}
+    print(f'\nsame index from 1 and 2 processes in every run: {len(fingerprints) == 1}')
+    print('| seconds (median) | 1 process | 2 processes | speed-up |\n|---|---|---|---|')
+    for key in ('wall',) + STAGES:
+        one, two = median([r[key] for r in runs[1]]), median([r[key] for r in runs[2]])
+        print(f'| {key} | {one:.2f} | {two:.2f} | {one / two:.2f}x |')
+    record = {'args': vars(args), 'runs': {str(k): v for k, v in runs.items()}}
+    with open(os.path.join(OUT, 'bench_distributed.json'), 'w', encoding='utf-8') as handle:
+        json.dump(record, handle, indent=1)
+
+
+if __name__ == '__main__':
+    main()
