@@ -27,7 +27,8 @@ from cis_stream.embedders import make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
                                  canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
-from cis_stream.readers import Document, InputError, expand_inputs, read_documents
+from cis_stream.duplicates import DuplicateCounter
+from cis_stream.readers import MAX_DOC_BYTES, Document, InputError, expand_inputs, read_documents
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import load_tokenizer, make_windows
 from cis_stream.tree import check_levels, fit_tree
@@ -60,9 +61,12 @@ class IndexOptions:
     seed: int = 0
     embedder_fit_sample: int = EMBEDDER_FIT_SAMPLE
     tree_fit_sample: int | None = None
+    max_doc_bytes: int = MAX_DOC_BYTES
 
     def validate(self) -> None:
         check_levels(self.levels)
+        if self.max_doc_bytes < 1:
+            raise ValueError(f'--max-doc-bytes {self.max_doc_bytes}: must be a positive number of bytes')
         if self.window < 1:
             raise ValueError(f'--window {self.window}: must be a positive number of tokens')
         if self.seq_len is not None and self.seq_len < 1:
@@ -91,12 +95,14 @@ class _Inputs:
         self.rejects = open(rejects_path, 'w', encoding='utf-8')
         self.strict = strict
         self.reasons: dict[str, int] = {}
+        self.duplicates = DuplicateCounter()
 
     def record(self, item) -> None:
         stats = self.stats[item.path]
         stats['documents'] += 1
         if isinstance(item, Document):
             stats['indexed'] += 1
+            self.duplicates.add(item.text)
             return
         if self.strict:
             raise InputError(f'{item.path}:{item.line}: {item.reason} '
@@ -123,7 +129,7 @@ def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> in
 
     with tqdm(total=total_bytes, unit='B', unit_scale=True, desc='read+tokenize', disable=not progress) as bar:
         current = None
-        for item in read_documents(files, options.text_field):
+        for item in read_documents(files, options.text_field, options.max_doc_bytes):
             if item.path != current:
                 if current is not None:
                     bar.update(inputs.stats[current]['bytes'])
@@ -260,6 +266,16 @@ def _publish(staging: str, out: str) -> None:
         shutil.rmtree(old)
 
 
+def _warn_stale(out: str) -> None:
+    """Name what killed builds left next to `out` (not deleted: another host may own them)."""
+    parent, name = os.path.split(out)
+    stale = sorted(n for n in os.listdir(parent) if n.startswith((f'{name}.building-', f'{name}.replaced-'))) \
+        if os.path.isdir(parent) else []
+    if stale:
+        log.warning('found %s next to %s: left by a killed build (never published; a .replaced- one is the '
+                    'previous index). Delete them once no build is running.', ', '.join(stale), out)
+
+
 def build_index(inputs: list[str], out: str, options: IndexOptions | None = None, *, strict: bool = False,
                 overwrite: bool = False, progress: bool = True, **option_values) -> CISIndex:
     """Index `inputs` (files, directories, globs) into a published index at `out`.
@@ -274,6 +290,7 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f'{out} already exists; pass --overwrite (overwrite=True) to replace it')
     staging = f'{out}.building-{os.getpid()}'
+    _warn_stale(out)
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
@@ -338,7 +355,12 @@ def _build(files, staging, options, strict, progress) -> dict:
         'windows': int(spool.count), 'tokens': int(spool.lengths.sum()), 'eos_tokens': int(spool.count),
         'pad_tokens': int(pad), 'samples': int(samples), 'sample_tokens': int(samples * seq_len),
         'input_bytes': sum(s['bytes'] for s in inputs.stats.values()),
+        'duplicate_documents': inputs.duplicates.count(),
     }
+    if totals['duplicate_documents']:
+        log.warning('%d indexed document(s) repeat an earlier one exactly: kept, and counted in the manifest '
+                    '(totals.duplicate_documents); deduplicate the inputs first to drop them',
+                    totals['duplicate_documents'])
     if totals['documents_rejected']:
         log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
                     totals['documents_rejected'], dict(sorted(inputs.reasons.items())), REJECTS_FILE)
@@ -349,7 +371,7 @@ def _build(files, staging, options, strict, progress) -> dict:
         'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': seq_len,
         'levels': list(options.levels), 'seed': options.seed, 'text_field': options.text_field,
         'embedder_fit_sample': options.embedder_fit_sample, 'tree_fit_sample': int(len(rows)),
-        'token_column': tokenizer.token_dtype,
+        'token_column': tokenizer.token_dtype, 'max_doc_bytes': options.max_doc_bytes,
     }
     manifest = {
         'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
