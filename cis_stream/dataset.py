@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from streaming import Stream, StreamingDataset
+from streaming.base.dataset import _ShardState  # to undo Streaming's stuck state on failure
 from streaming.base.storage import CloudDownloader
 
 from cis_stream.manifest import (CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, CISIndex, NotAnIndexError,
@@ -179,13 +180,24 @@ class ClusteredImportanceDataset(StreamingDataset):
         return item
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Streaming's download/verify/unpack of a shard, with failures naming the leaf."""
+        """Streaming's download/verify/unpack of a shard, with failures naming the leaf and file."""
         try:
             super().prepare_shard(shard_id, blocking)
         except Exception as err:
+            # Streaming leaves a failed shard PREPARING, and every later reader of it (other loader
+            # workers too) would then wait forever: mark it not yet fetched, so they retry and fail loudly.
+            if self._shard_states[shard_id] == _ShardState.PREPARING:
+                self._shard_states[shard_id] = _ShardState.REMOTE
             stream = self.streams[self.stream_per_shard[shard_id]]
             names = [info.basename for pair in self.shards[shard_id].file_pairs for info in pair if info]
-            self._leaf_error = _leaf_failure(stream.leaf, stream, f'shard {names[-1]}', err)
+            path = os.path.join(stream.local, names[-1])
+            if not stream.remote and not any(os.path.exists(os.path.join(stream.local, n)) for n in names):
+                what = f'{path} is missing'
+            elif 'Checksum failure' in str(err):
+                what = f'{path} does not match its xxh64 hash in index.json (corrupt or truncated)'
+            else:
+                what = f'shard {path}'
+            self._leaf_error = _leaf_failure(stream.leaf, stream, what, err)
             raise self._leaf_error from err
 
     def __iter__(self):
