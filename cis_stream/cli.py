@@ -31,6 +31,9 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--eos-token', default=None, help='end-of-text token of --tokenizer')
     parser.add_argument('--text-field', default='text', help='JSON field holding the text (default text)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--max-doc-bytes', type=int, default=None,
+                        help='longest document (a .jsonl line or a .txt file) indexed; longer ones are '
+                             'rejected and counted (default 8 MiB; tokenising takes ~200 bytes of memory per byte)')
     parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
     parser.add_argument('--restart', action='store_true',
@@ -44,7 +47,8 @@ def run_index(args: argparse.Namespace) -> int:
     from cis_stream.index import IndexOptions, build_index, summary
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
-                           text_field=args.text_field, seed=args.seed)
+                           text_field=args.text_field, seed=args.seed,
+                           **({'max_doc_bytes': args.max_doc_bytes} if args.max_doc_bytes is not None else {}))
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes)
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
@@ -153,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         # Our errors carry the file, line and what to do; a traceback would only hide that.
         print(f'cis-stream {args.command}: error: {err}', file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. disk full; an index build keeps its finished parts to resume
+        where = f': {err.filename}' if err.filename else ''
+        after = {'index': '; nothing was published; the work done is kept: run the same command again to resume',
+                 'add': '; nothing was published'}.get(args.command, '')
+        print(f'cis-stream {args.command}: error: {err.strerror or err}{where}{after}', file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from streaming import Stream, StreamingDataset
+from streaming.base.dataset import _ShardState  # to undo Streaming's stuck state on failure
 from streaming.base.storage import CloudDownloader
 
-from cis_stream.manifest import (CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, CISIndex, leaf_dir_name,
-                                 unpack_leaf_indexes)
+from cis_stream.manifest import (CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, CISIndex, NotAnIndexError,
+                                 leaf_dir_name, unpack_leaf_indexes)
 from cis_stream.mixture import capped_counts
+from cis_stream.validate import check_leaf_shards
 from cis_stream.weights import read_weights
 
 FINGERPRINT_KEY = 'cis_fingerprint'
@@ -49,8 +51,45 @@ def open_index(index: str, local: str | None) -> CISIndex:
     for name in (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE):  # the tokenizer: train.py builds the model's
         _fetch(f'{index}/{name}', os.path.join(local, name))
     opened = CISIndex.open(local)
-    unpack_leaf_indexes(local, opened.manifest['leaf_indexes_sha256'])
+    unpack_leaf_indexes(local, opened.manifest)
     return opened
+
+
+class DamagedLeafError(NotAnIndexError):
+    """A leaf's index.json or shard is missing, corrupt, unsafe or cannot be fetched."""
+
+
+def _leaf_failure(leaf: str, stream: Stream, what: str, err: Exception) -> DamagedLeafError:
+    """The message for a failed leaf: which leaf and file, why, and what to do."""
+    detail = str(err).split('. To proceed anyway')[0]  # Streaming's pickle refusal offers an override: not ours
+    if stream.remote:
+        advice = (f'fetching from {stream.remote} failed after {stream.download_retry} attempt(s): check that '
+                  f'the server is reachable and holds the whole index')
+    else:
+        advice = (f'the index is damaged: rebuild it with `cis-stream index ... --overwrite`, or restore '
+                  f'{stream.local} from a good copy')
+    return DamagedLeafError(f'leaf {leaf}: {what}: {detail} ({type(err).__name__}); {advice}')
+
+
+class _LeafStream(Stream):
+    """A leaf's Stream whose index.json is checked as Streaming loads it, failures naming the leaf."""
+
+    def __init__(self, leaf: str, token_column: str, samples: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.leaf, self.token_column, self.expected_samples = leaf, token_column, samples
+
+    def get_shards(self, world, allow_unsafe_types: bool) -> list:
+        where = os.path.join(self.local, 'index.json')
+        if not self.remote and not os.path.isfile(where):
+            raise DamagedLeafError(f'leaf {self.leaf}: {where} is missing: the index is damaged; rebuild it '
+                                   f'with `cis-stream index ... --overwrite`, or restore the file from a good copy')
+        try:
+            shards = super().get_shards(world, allow_unsafe_types)
+        except Exception as err:
+            raise _leaf_failure(self.leaf, self, f'cannot load {where}', err) from err
+        check_leaf_shards(shards, f'leaf {self.leaf}: {where}', self.token_column, self.expected_samples,
+                          DamagedLeafError)
+        return shards
 
 
 def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size: int,
@@ -77,7 +116,10 @@ class ClusteredImportanceDataset(StreamingDataset):
         sample_ids: add each item's global sample id (for order logs). Off by default: with
             loader workers every extra tensor in a batch costs a shared-memory transfer (~15%).
         **kwargs: StreamingDataset options (batch_size, shuffle, shuffle_seed,
-            num_canonical_nodes, ...). Streams, epoch_size and allow_unsafe_types are ours.
+            num_canonical_nodes, ...). Streams, epoch_size and allow_unsafe_types are ours;
+            validate_hash defaults to 'xxh64' (each shard is checked once, when first unpacked).
+
+    A missing, corrupt or unreachable leaf raises `DamagedLeafError` naming the leaf and file.
     """
 
     def __init__(self, index: str, weights: str | None = None, epoch_size: int | None = None,
@@ -103,10 +145,14 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.allow_mixture_change = allow_mixture_change
         self.sample_ids = sample_ids
         self.cis_fingerprint = mixture_fingerprint(opened.fingerprint, self.cis_weights, epoch_size, max_repeat)
-        streams = [Stream(local=opened.leaf_path(leaf),
-                          remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
-                          choose=int(self.leaf_counts[leaf]))
+        token_column = opened.manifest['options']['token_column']
+        streams = [_LeafStream(leaf_dir_name(leaf), token_column, int(leaf_samples[leaf]),
+                               local=opened.leaf_path(leaf),
+                               remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
+                               choose=int(self.leaf_counts[leaf]))
                    for leaf in self.stream_leaves]
+        self._leaf_error: DamagedLeafError | None = None
+        kwargs.setdefault('validate_hash', 'xxh64')
         super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)
 
     def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
@@ -119,13 +165,47 @@ class ClusteredImportanceDataset(StreamingDataset):
 
         Kept lean: on short samples Streaming's own read is ~30 us, so every microsecond shows.
         """
-        tokens = super().__getitem__(sample_id)['tokens']
+        try:
+            tokens = super().__getitem__(sample_id)['tokens']
+        except RuntimeError:
+            # Streaming reports a failed background download only as "Background thread failed".
+            if self._leaf_error is not None:
+                raise self._leaf_error from None
+            raise
         if len(tokens) > self.max_seq_len:
             tokens = tokens[:self.max_seq_len]
         item = {'input_ids': torch.from_numpy(tokens.astype(np.int64))}
         if self.sample_ids:
             item['sample_id'] = sample_id
         return item
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Streaming's download/verify/unpack of a shard, with failures naming the leaf and file."""
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except Exception as err:
+            # Streaming leaves a failed shard PREPARING, and every later reader of it (other loader
+            # workers too) would then wait forever: mark it not yet fetched, so they retry and fail loudly.
+            if self._shard_states[shard_id] == _ShardState.PREPARING:
+                self._shard_states[shard_id] = _ShardState.REMOTE
+            stream = self.streams[self.stream_per_shard[shard_id]]
+            names = [info.basename for pair in self.shards[shard_id].file_pairs for info in pair if info]
+            path = os.path.join(stream.local, names[-1])
+            if not stream.remote and not any(os.path.exists(os.path.join(stream.local, n)) for n in names):
+                what = f'{path} is missing'
+            elif 'Checksum failure' in str(err):
+                what = f'{path} does not match its xxh64 hash in index.json (corrupt or truncated)'
+            else:
+                what = f'shard {path}'
+            self._leaf_error = _leaf_failure(stream.leaf, stream, what, err)
+            raise self._leaf_error from err
+
+    def __iter__(self):
+        # A shard that fails in Streaming's download thread ends the epoch early and silently:
+        # never let a short epoch pass for a whole one.
+        yield from super().__iter__()
+        if self._leaf_error is not None:
+            raise self._leaf_error
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
         state = super().state_dict(num_samples, from_beginning)

@@ -144,6 +144,7 @@ class LSIEmbedder(Embedder):
             return cls(**config, idf=state['idf'], components=state['components'])
 
 
+EMBEDDER_METHODS = ('fit', 'embed', 'config', 'save', 'load')
 BUILTIN = {MiniLMEmbedder.name: MiniLMEmbedder, LSIEmbedder.name: LSIEmbedder}
 
 
@@ -155,9 +156,13 @@ def embedder_class(name: str) -> type:
         raise ValueError(f'unknown embedder {name!r}: use {", ".join(BUILTIN)} or package.module:ClassName')
     module_name, _, class_name = name.partition(':')
     try:
-        return getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f'embedder {name!r} cannot be imported: {err}') from err
+    # The name may come from a downloaded manifest: call nothing that is not an embedder class.
+    if not (isinstance(cls, type) and all(callable(getattr(cls, m, None)) for m in EMBEDDER_METHODS)):
+        raise ValueError(f'embedder {name!r} is not an embedder class (one with {", ".join(EMBEDDER_METHODS)})')
+    return cls
 
 
 def make_embedder(name: str, **config) -> Embedder:

@@ -22,7 +22,8 @@ import numpy as np
 from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
                               part_counts, plan_parts, publish, read_part, staging_dir, write_leaf)
 from cis_stream.manifest import CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, CISIndex, leaf_dir_name
-from cis_stream.readers import InputError, expand_inputs
+from cis_stream.duplicates import count_duplicates
+from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
 from cis_stream.spool import WindowSpool
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     started = time.perf_counter()
     manifest = json.loads(json.dumps(old.manifest))
     opts = manifest['options']
-    options = IndexOptions(window=opts['window'], text_field=text_field or opts['text_field'])
+    options = IndexOptions(window=opts['window'], text_field=text_field or opts['text_field'],
+                           max_doc_bytes=opts.get('max_doc_bytes', MAX_DOC_BYTES))
     tokenizer, embedder, tree = old.tokenizer, old.embedder, old.tree
     work = os.path.join(staging, WORK_DIR)
     version = len(manifest.get('history', [])) + 1
@@ -104,6 +106,9 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     counts = sum(part_counts(n, spool, tree.sizes) for n, spool in zip(nodes, spools))
     _add_counts(manifest, tree, counts, packed)
     _add_totals(manifest, infos, packed, opts['seq_len'])
+    # Among the added documents only: the old version keeps no per-document hashes.
+    manifest['totals']['duplicate_documents'] = manifest['totals'].get('duplicate_documents', 0) + count_duplicates(
+        np.concatenate([np.load(os.path.join(work, f'{n:06d}', 'hashes.npy')) for n in range(len(parts))]))
     _add_rejects(manifest, staging, work, len(parts), infos)
     manifest['history'] = manifest.get('history', []) + [{
         'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for info in infos for s in info['inputs']],

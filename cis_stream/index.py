@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,11 +37,12 @@ from streaming import MDSWriter
 from tqdm.auto import tqdm
 
 from cis_stream.dist import Group, balanced_split, one_thread, share_cores
+from cis_stream.duplicates import count_duplicates, text_hash
 from cis_stream.embedders import Embedder, load_embedder, make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
                                  canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
-from cis_stream.readers import Document, InputError, expand_inputs, read_file
+from cis_stream.readers import MAX_DOC_BYTES, Document, InputError, expand_inputs, read_file
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import TokenizerHandle, load_tokenizer, make_windows
 from cis_stream.tree import Tree, check_levels, fit_tree
@@ -78,9 +80,12 @@ class IndexOptions:
     seed: int = 0
     embedder_fit_sample: int = EMBEDDER_FIT_SAMPLE
     tree_fit_sample: int | None = None
+    max_doc_bytes: int = MAX_DOC_BYTES
 
     def validate(self) -> None:
         check_levels(self.levels)
+        if self.max_doc_bytes < 1:
+            raise ValueError(f'--max-doc-bytes {self.max_doc_bytes}: must be a positive number of bytes')
         if self.window < 1:
             raise ValueError(f'--window {self.window}: must be a positive number of tokens')
         if self.seq_len is not None and self.seq_len < 1:
@@ -138,6 +143,7 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
                      'rejected': 0} for path in files}
     reasons: dict[str, int] = {}
     batch: list[str] = []
+    hashes = array('Q')  # of every indexed document's text, to count exact duplicates
     indexed = 0
 
     def flush():
@@ -146,12 +152,13 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
 
     with open(os.path.join(directory, REJECTS_FILE), 'w', encoding='utf-8') as rejects:
         for path in files:
-            for item in read_file(path, options.text_field):
+            for item in read_file(path, options.text_field, options.max_doc_bytes):
                 stats = inputs[path]
                 stats['documents'] += 1
                 if isinstance(item, Document):
                     stats['indexed'] += 1
                     indexed += 1
+                    hashes.append(text_hash(item.text))
                     batch.append(item.text)
                     if len(batch) >= READ_BATCH_DOCS:
                         flush()
@@ -166,6 +173,7 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
     if batch:
         flush()
     spool.close()
+    np.save(os.path.join(directory, 'hashes.npy'), np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
     info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
             'tokens': int(spool.lengths.sum())}
     _write_json(os.path.join(directory, 'read.json'), info)
@@ -570,7 +578,13 @@ class _Job:
             'windows': windows, 'tokens': sum(info['tokens'] for info in infos), 'eos_tokens': windows,
             'pad_tokens': sum(p['pad_tokens'] for p in packed), 'samples': samples,
             'sample_tokens': samples * self.seq_len, 'input_bytes': sum(s['bytes'] for s in inputs),
+            'duplicate_documents': count_duplicates(np.concatenate(
+                [np.load(os.path.join(self.part_dir(p), 'hashes.npy')) for p in range(len(self.parts))])),
         }
+        if totals['duplicate_documents']:
+            log.warning('%d indexed document(s) repeat an earlier one exactly: kept, and counted in the manifest '
+                        '(totals.duplicate_documents); deduplicate the inputs first to drop them',
+                        totals['duplicate_documents'])
         if totals['documents_rejected']:
             log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
                         totals['documents_rejected'], dict(sorted(reasons.items())), REJECTS_FILE)
@@ -579,7 +593,7 @@ class _Job:
             'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': self.seq_len,
             'levels': list(options.levels), 'seed': options.seed, 'text_field': options.text_field,
             'embedder_fit_sample': options.embedder_fit_sample, 'tree_fit_sample': int(tree_sample),
-            'token_column': tokenizer.token_dtype,
+            'token_column': tokenizer.token_dtype, 'max_doc_bytes': options.max_doc_bytes,
         }
         return {
             'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},

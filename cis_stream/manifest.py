@@ -14,6 +14,7 @@ import zstandard
 from cis_stream.embedders import Embedder, load_embedder
 from cis_stream.tokens import TokenizerHandle, make_windows, tokenizer_from_json
 from cis_stream.tree import Tree
+from cis_stream.validate import check_manifest
 
 FORMAT_VERSION = 1
 MANIFEST = 'cis_index.json'
@@ -51,20 +52,26 @@ def write_leaf_indexes(root: str, num_leaves: int) -> None:
         handle.write(zstandard.ZstdCompressor(level=10).compress(canonical_json(bundle)))
 
 
-def unpack_leaf_indexes(root: str, expected_sha256: str) -> None:
-    """Write each leaf's index.json under `root` from the bundle, after checking its hash."""
+def unpack_leaf_indexes(root: str, manifest: dict) -> None:
+    """Write each leaf's index.json under `root` from the bundle (remote start-up), after checking
+    that the bundle is the manifest's (sha256) and names exactly its leaves, so that no name in a
+    downloaded file can place a file outside `root`. Their content is checked as Streaming reads them."""
     bundle_path = os.path.join(root, LEAF_INDEXES)
-    if sha256_file(bundle_path) != expected_sha256:
+    if sha256_file(bundle_path) != manifest['leaf_indexes_sha256']:
         raise NotAnIndexError(f'{bundle_path}: does not match the manifest (corrupt or from another '
                               f'index); delete the cache directory and retry')
     with open(bundle_path, 'rb') as handle:
         bundle = json.loads(zstandard.ZstdDecompressor().stream_reader(handle).read())
-    for name, text in bundle.items():
+    names = [leaf_dir_name(leaf) for leaf in range(len(manifest['tree']['levels'][-1]['nodes']))]
+    if not isinstance(bundle, dict) or sorted(bundle) != names or not all(isinstance(t, str) for t in bundle.values()):
+        raise NotAnIndexError(f'{bundle_path}: does not hold exactly the leaves {names[0]}..{names[-1]} '
+                              f'of the manifest; the index is damaged: rebuild it')
+    for name in names:
         path = os.path.join(root, CLUSTERS_DIR, name, 'index.json')
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + '.tmp', 'w', encoding='utf-8') as handle:
-                handle.write(text)
+                handle.write(bundle[name])
             os.replace(path + '.tmp', path)
 
 
@@ -108,9 +115,11 @@ class CISIndex:
                 manifest = json.load(handle)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise NotAnIndexError(f'{path}: unreadable manifest ({err})') from err
-        if manifest.get('format_version') != FORMAT_VERSION:
-            raise NotAnIndexError(f'{path}: format version {manifest.get("format_version")!r}; this '
-                                  f'cis_stream reads version {FORMAT_VERSION}')
+        if not isinstance(manifest, dict) or manifest.get('format_version') != FORMAT_VERSION:
+            version = manifest.get('format_version') if isinstance(manifest, dict) else None
+            raise NotAnIndexError(f'{path}: format version {version!r}; this cis_stream reads '
+                                  f'version {FORMAT_VERSION}')
+        check_manifest(manifest, path, NotAnIndexError)
         return cls(root, manifest)
 
     @property

@@ -51,7 +51,10 @@ def load_config(path: str, overrides: list[str]) -> dict:
         key, sep, value = item.partition('=')
         if not sep:
             raise ValueError(f'override {item!r}: expected key=value, e.g. max_duration=20ba')
-        _set_dotted(cfg, key, yaml.safe_load(value))
+        try:
+            _set_dotted(cfg, key, yaml.safe_load(value))
+        except yaml.YAMLError as err:
+            raise ValueError(f'override {item!r}: invalid YAML value ({err})') from err
     check_keys(path, cfg, TOP_KEYS)
     for section, allowed in (('model', MODEL_KEYS), ('optimizer', OPTIMIZER_KEYS),
                              ('scheduler', SCHEDULER_KEYS), ('callbacks', CALLBACK_KEYS)):

@@ -21,6 +21,7 @@ import numpy as np
 from cis_stream.manifest import CISIndex, canonical_json, sha256_file
 from cis_stream.mixture import cap_proportions
 from cis_stream.readers import Document, expand_inputs, read_documents
+from cis_stream.validate import check_proportions, check_weights
 
 WEIGHTS_FORMAT = 'cis_stream.weights/1'
 # Specialist documents placed per call (bounds memory for large specialist sets).
@@ -179,21 +180,17 @@ def read_weights(path: str, index: CISIndex) -> dict:
         raise ValueError(f'{path}: not a weights file ({err})') from err
     if not isinstance(weights, dict) or weights.get('format') != WEIGHTS_FORMAT:
         raise ValueError(f'{path}: not a {WEIGHTS_FORMAT} weights file')
-    earlier = [step for step in index.manifest.get('history', []) if step['fingerprint'] == weights.get('index_fingerprint')]
+    check_weights(weights, path)
+    earlier = [step for step in index.manifest.get('history', []) if step['fingerprint'] == weights['index_fingerprint']]
     if earlier:
         raise ValueError(f'{path} was made for an earlier version of {index.root} ({earlier[0]["fingerprint"][:16]}), '
                          f'before `cis-stream add` grew it to {index.fingerprint[:16]}: the cluster sizes changed, '
                          f'so recompute it with `cis-stream weights --index {index.root} ...` on the same specialist files')
-    if weights.get('index_fingerprint') != index.fingerprint:
-        raise ValueError(f'{path} was made for index {str(weights.get("index_fingerprint"))[:16]}, '
+    if weights['index_fingerprint'] != index.fingerprint:
+        raise ValueError(f'{path} was made for index {weights["index_fingerprint"][:16]}, '
                          f'but {index.root} is {index.fingerprint[:16]}: recompute it with '
                          f'`cis-stream weights --index {index.root} ...`')
-    proportions = np.asarray(weights.get('leaf_proportions', []), dtype=np.float64)
-    if proportions.shape != (index.num_leaves,):
-        raise ValueError(f'{path}: {proportions.size} leaf proportions for an index of {index.num_leaves} leaves')
-    if not np.all(np.isfinite(proportions)) or np.any(proportions < 0) or abs(proportions.sum() - 1) > 1e-6:
-        raise ValueError(f'{path}: leaf proportions must be finite, non-negative and sum to 1 '
-                         f'(sum is {proportions.sum():.6g}); was the file edited by hand?')
+    check_proportions(weights['leaf_proportions'], path, index.num_leaves)
     return weights
 
 
