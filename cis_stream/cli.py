@@ -31,6 +31,12 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--eos-token', default=None, help='end-of-text token of --tokenizer')
     parser.add_argument('--text-field', default='text', help='JSON field holding the text (default text)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--exclude', nargs='+', action='extend', default=[], metavar='EVAL_FILE',
+                        help='evaluation files (same formats as inputs) whose text must not be indexed: '
+                             'exact copies are dropped, and every window sharing an --exclude-ngram word '
+                             'run with them (repeatable; put it after the inputs)')
+    parser.add_argument('--exclude-ngram', type=int, default=None, metavar='N',
+                        help='words in a shared run that drops a window (default 13)')
     parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
 
@@ -39,7 +45,8 @@ def run_index(args: argparse.Namespace) -> int:
     from cis_stream.index import IndexOptions, build_index, summary
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
-                           text_field=args.text_field, seed=args.seed)
+                           text_field=args.text_field, seed=args.seed, exclude=args.exclude,
+                           **({'exclude_ngram': args.exclude_ngram} if args.exclude_ngram is not None else {}))
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite)
     print(summary(index.manifest))
     print(f'published {index.root}')

@@ -1,7 +1,7 @@
 """The offline indexer: text files → windows → embeddings → k-means tree → per-leaf MDS shards.
 
 Stages (each with a progress bar and a timing in the manifest):
-  read+tokenize  stream documents, cut token windows, spool them to disk
+  read+tokenize  stream documents, cut token windows, drop eval overlap (--exclude), spool to disk
   embed          fit the embedder on a seeded sample (lsi), embed every window
   fit tree       hierarchical k-means on a seeded sample of the embeddings
   assign         every window down the tree; empty nodes pruned
@@ -23,6 +23,7 @@ import numpy as np
 from streaming import MDSWriter
 from tqdm.auto import tqdm
 
+from cis_stream.decontam import DEFAULT_NGRAM, EXCLUDED_FILE, Decontaminator, excluded_totals, load_eval_set
 from cis_stream.embedders import make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
@@ -60,6 +61,9 @@ class IndexOptions:
     seed: int = 0
     embedder_fit_sample: int = EMBEDDER_FIT_SAMPLE
     tree_fit_sample: int | None = None
+    # Decontamination (decontam.py): eval files whose text must not be indexed.
+    exclude: list[str] = field(default_factory=list)
+    exclude_ngram: int = DEFAULT_NGRAM
 
     def validate(self) -> None:
         check_levels(self.levels)
@@ -67,6 +71,8 @@ class IndexOptions:
             raise ValueError(f'--window {self.window}: must be a positive number of tokens')
         if self.seq_len is not None and self.seq_len < 1:
             raise ValueError(f'--seq-len {self.seq_len}: must be a positive number of tokens')
+        if self.exclude_ngram < 1:
+            raise ValueError(f'--exclude-ngram {self.exclude_ngram}: must be a positive number of words')
 
 
 class _Stage:
@@ -87,7 +93,7 @@ class _Inputs:
 
     def __init__(self, files: list[str], rejects_path: str, strict: bool):
         self.stats = {path: {'path': path, 'bytes': os.path.getsize(path), 'documents': 0,
-                             'indexed': 0, 'rejected': 0} for path in files}
+                             'indexed': 0, 'rejected': 0, 'excluded': 0} for path in files}
         self.rejects = open(rejects_path, 'w', encoding='utf-8')
         self.strict = strict
         self.reasons: dict[str, int] = {}
@@ -106,18 +112,25 @@ class _Inputs:
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
         self.rejects.write(json.dumps(item.to_json(), ensure_ascii=False) + '\n')
 
+    def exclude(self, doc: Document) -> None:
+        """An indexed document that decontamination dropped whole (decontam.py logs why)."""
+        self.stats[doc.path]['indexed'] -= 1
+        self.stats[doc.path]['excluded'] += 1
+
     def close(self) -> None:
         self.rejects.close()
 
 
-def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> int:
-    """Stage 1. Returns the number of indexed documents (a document's ordinal is its position)."""
+def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress, decontam) -> None:
+    """Stage 1. A document's ordinal is its position among the documents read without reject."""
     indexed = 0
     batch: list[Document] = []
     total_bytes = sum(s['bytes'] for s in inputs.stats.values())
 
     def flush():
         windows = make_windows(tokenizer, [d.text for d in batch], options.window)
+        if decontam:  # drop eval copies and windows that share an n-gram with eval text
+            windows = decontam.screen(batch, windows, inputs.exclude)
         spool.append(windows, np.arange(indexed - len(batch), indexed))
         batch.clear()
 
@@ -139,7 +152,6 @@ def _read_and_tokenize(files, options, tokenizer, spool, inputs, progress) -> in
         if current is not None:
             bar.update(inputs.stats[current]['bytes'])
     spool.close()
-    return indexed
 
 
 def _embed(spool, embedder, options, work, progress) -> np.ndarray:
@@ -238,6 +250,9 @@ def _fingerprint(manifest: dict, staging: str, num_leaves: int) -> str:
     stable['options'] = dict(stable['options'], tokenizer={
         k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
     stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
+    if manifest['decontamination']:  # the eval files' bytes and hashes, not where they lay
+        stable['decontamination'] = dict(manifest['decontamination'], files=[
+            {k: v for k, v in s.items() if k != 'path'} for s in manifest['decontamination']['files']])
     digest.update(canonical_json(stable))
     for name in (TREE_FILE, TOKENIZER_FILE):
         digest.update(sha256_file(os.path.join(staging, name)).encode())
@@ -294,16 +309,21 @@ def _build(files, staging, options, strict, progress) -> dict:
         handle.write(tokenizer.to_json())
     embedder = make_embedder(options.embedder, **options.embedder_config)
     seq_len = options.seq_len or options.window
+    decontam = (Decontaminator(load_eval_set(options.exclude, options.exclude_ngram, options.text_field, strict),
+                               os.path.join(staging, EXCLUDED_FILE)) if options.exclude else None)
     inputs = _Inputs(files, os.path.join(staging, REJECTS_FILE), strict)
     spool = WindowSpool(work)
     try:
         with _Stage(timings, 'read_tokenize'):
-            indexed = _read_and_tokenize(files, options, tokenizer, spool, inputs, progress)
+            _read_and_tokenize(files, options, tokenizer, spool, inputs, progress, decontam)
     finally:
         inputs.close()
+        if decontam:
+            decontam.close()
     if spool.count == 0:
         raise InputError(f'no document could be indexed from {len(files)} file(s): '
-                         f'{sum(inputs.reasons.values())} rejected {inputs.reasons}')
+                         f'{sum(inputs.reasons.values())} rejected {inputs.reasons}, '
+                         f'{sum(s["excluded"] for s in inputs.stats.values())} excluded by --exclude')
     with _Stage(timings, 'embed'):
         vectors = _embed(spool, embedder, options, work, progress)
     os.makedirs(os.path.join(staging, EMBEDDER_DIR))
@@ -333,8 +353,9 @@ def _build(files, staging, options, strict, progress) -> dict:
     pad = sum(p['pad_tokens'] for p in packed)
     totals = {
         'documents_read': sum(s['documents'] for s in inputs.stats.values()),
-        'documents_indexed': indexed,
+        'documents_indexed': sum(s['indexed'] for s in inputs.stats.values()),
         'documents_rejected': sum(s['rejected'] for s in inputs.stats.values()),
+        'documents_excluded': sum(s['excluded'] for s in inputs.stats.values()), **excluded_totals(decontam),
         'windows': int(spool.count), 'tokens': int(spool.lengths.sum()), 'eos_tokens': int(spool.count),
         'pad_tokens': int(pad), 'samples': int(samples), 'sample_tokens': int(samples * seq_len),
         'input_bytes': sum(s['bytes'] for s in inputs.stats.values()),
@@ -356,6 +377,7 @@ def _build(files, staging, options, strict, progress) -> dict:
         'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
                                       'by_reason': dict(sorted(inputs.reasons.items()))},
         'inputs': list(inputs.stats.values()),
+        'decontamination': decontam.record() if decontam else None,
     }
     write_leaf_indexes(staging, len(packed))
     manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(staging, LEAF_INDEXES))
@@ -371,8 +393,12 @@ def summary(manifest: dict) -> str:
     """The closing summary printed after indexing."""
     t = manifest['totals']
     seconds = manifest['timings']['total']
+    excluded = manifest.get('decontamination')
+    excluded = (f"; {t['documents_excluded']:,} excluded and {t['windows_excluded']:,} windows "
+                f"({t['tokens_excluded']:,} tokens) dropped for overlap with eval text, see {excluded['log']}"
+                if excluded else '')
     return (f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents "
-            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}): "
+            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}): "
             f"{t['windows']:,} windows, {t['tokens']:,} tokens, {t['samples']:,} samples in "
             f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
             f"{seconds:.1f} s, {t['input_bytes'] / 1e6 / max(seconds, 1e-9):.2f} MB/s; "
