@@ -84,7 +84,7 @@ def ngram_hashes(word_hashes: np.ndarray, doc_lengths: np.ndarray, n: int) -> tu
         hashes = hashes * _MULTIPLIER + word_hashes[k:k + count]
     ends = np.cumsum(doc_lengths)
     start = np.arange(count)
-    inside = start + n <= ends[np.searchsorted(ends, start, side='right')]
+    inside = start + n <= np.repeat(ends, doc_lengths)[:count]
     return hashes[inside], start[inside]
 
 
