@@ -34,6 +34,12 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-doc-bytes', type=int, default=None,
                         help='longest document (a .jsonl line or a .txt file) indexed; longer ones are '
                              'rejected and counted (default 8 MiB; tokenising takes ~200 bytes of memory per byte)')
+    parser.add_argument('--exclude', nargs='+', action='extend', default=[], metavar='EVAL_FILE',
+                        help='evaluation files (same formats as inputs) whose text must not be indexed: '
+                             'exact copies are dropped, and every window sharing an --exclude-ngram word '
+                             'run with them (repeatable; put it after the inputs)')
+    parser.add_argument('--exclude-ngram', type=int, default=None, metavar='N',
+                        help='words in a shared run that drops a window (default 13)')
     parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
     parser.add_argument('--restart', action='store_true',
@@ -48,7 +54,9 @@ def run_index(args: argparse.Namespace) -> int:
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed,
-                           **({'max_doc_bytes': args.max_doc_bytes} if args.max_doc_bytes is not None else {}))
+                           exclude=args.exclude,
+                           **({'max_doc_bytes': args.max_doc_bytes} if args.max_doc_bytes is not None else {}),
+                           **({'exclude_ngram': args.exclude_ngram} if args.exclude_ngram is not None else {}))
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes)
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run

@@ -5,7 +5,8 @@
              stay in the generalist pool (the in-pool setting).
 2. tokenizer a byte-level BPE of 8,192 tokens trained on the pool (keeps a CPU model's output
              layer cheap; the indexer's default is GPT-2 BPE).
-3. index     `cis-stream index` the pool: lsi embedder, 8 → 64 clusters, 128-token windows.
+3. index     `cis-stream index` the pool: lsi embedder, 8 → 64 clusters, 128-token windows; both
+             held-out test files are passed as --exclude, so no test text is trained on.
 4. weights   `cis-stream weights` from the specialist sample.
 5. train     `composer train.py yamls/uniform.yaml` and `yamls/cis.yaml`: same model, steps and
              seed; then both models' specialist and generalist perplexity.
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = train_bpe_tokenizer((d.text for d in read_documents([pool])), 8192,
                                     os.path.join(out, 'tokenizer.json'))
 
-    _step('3. index the generalist pool')
+    _step('3. index the generalist pool, excluding text that overlaps the test sets')
     _cli(['index', pool, '--out', f'{out}/index', '--embedder', args.embedder, '--levels', '8,64',
-              '--window', '128', '--tokenizer', tokenizer, '--overwrite'])
+          '--window', '128', '--tokenizer', tokenizer, '--overwrite',
+          '--exclude', f'{out}/corpus/specialist_test.jsonl', f'{out}/corpus/generalist_test.jsonl'])
 
     _step('4. weights from the specialist sample')
     _cli(['weights', '--index', f'{out}/index', '--specialist', f'{out}/corpus/specialist.jsonl',

@@ -1,7 +1,7 @@
 """The offline indexer: text files → windows → embeddings → k-means tree → per-leaf MDS shards.
 
 Stages (each with a progress bar and a timing in the manifest):
-  read+tokenize  stream documents, cut token windows, spool them to disk
+  read+tokenize  stream documents, cut token windows, drop eval overlap (--exclude), spool to disk
   embed          fit the embedder on a seeded sample (lsi), embed every window
   fit tree       hierarchical k-means on a seeded sample of the embeddings
   assign         every window down the tree; empty nodes pruned
@@ -36,6 +36,7 @@ import numpy as np
 from streaming import MDSWriter
 from tqdm.auto import tqdm
 
+from cis_stream import decontam
 from cis_stream.dist import Group, balanced_split, one_thread, share_cores
 from cis_stream.duplicates import count_duplicates, text_hash
 from cis_stream.embedders import Embedder, load_embedder, make_embedder
@@ -81,6 +82,9 @@ class IndexOptions:
     embedder_fit_sample: int = EMBEDDER_FIT_SAMPLE
     tree_fit_sample: int | None = None
     max_doc_bytes: int = MAX_DOC_BYTES
+    # Decontamination (decontam.py): eval files whose text must not be indexed.
+    exclude: list[str] = field(default_factory=list)
+    exclude_ngram: int = decontam.DEFAULT_NGRAM
 
     def validate(self) -> None:
         check_levels(self.levels)
@@ -90,6 +94,8 @@ class IndexOptions:
             raise ValueError(f'--window {self.window}: must be a positive number of tokens')
         if self.seq_len is not None and self.seq_len < 1:
             raise ValueError(f'--seq-len {self.seq_len}: must be a positive number of tokens')
+        if self.exclude_ngram < 1:
+            raise ValueError(f'--exclude-ngram {self.exclude_ngram}: must be a positive number of words')
 
 
 class _Stage:
@@ -135,19 +141,30 @@ def _read_json(path: str):
 
 
 def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer: TokenizerHandle,
-              strict: bool) -> dict:
-    """Read and tokenise one part's files into a spool; returns (and records) its bookkeeping."""
+              strict: bool, eval_set: decontam.EvalSet | None = None) -> dict:
+    """Read and tokenise one part's files into a spool; returns (and records) its bookkeeping.
+
+    With an `eval_set`, documents and windows overlapping it are dropped (decontam.py).
+    """
     shutil.rmtree(directory, ignore_errors=True)
     spool = WindowSpool(directory)
     inputs = {path: {'path': path, 'bytes': os.path.getsize(path), 'documents': 0, 'indexed': 0,
-                     'rejected': 0} for path in files}
+                     'rejected': 0, 'excluded': 0} for path in files}
+    screen = decontam.Decontaminator(eval_set, os.path.join(directory, decontam.EXCLUDED_FILE)) if eval_set else None
+
+    def exclude(doc: Document) -> None:  # an indexed document that decontamination dropped whole
+        inputs[doc.path]['indexed'] -= 1
+        inputs[doc.path]['excluded'] += 1
     reasons: dict[str, int] = {}
-    batch: list[str] = []
+    batch: list[Document] = []
     hashes = array('Q')  # of every indexed document's text, to count exact duplicates
     indexed = 0
 
     def flush():
-        spool.append(make_windows(tokenizer, batch, options.window), np.arange(indexed - len(batch), indexed))
+        windows = make_windows(tokenizer, [doc.text for doc in batch], options.window)
+        if screen:
+            windows = screen.screen(batch, windows, exclude)
+        spool.append(windows, np.arange(indexed - len(batch), indexed))
         batch.clear()
 
     with open(os.path.join(directory, REJECTS_FILE), 'w', encoding='utf-8') as rejects:
@@ -159,7 +176,7 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
                     stats['indexed'] += 1
                     indexed += 1
                     hashes.append(text_hash(item.text))
-                    batch.append(item.text)
+                    batch.append(item)
                     if len(batch) >= READ_BATCH_DOCS:
                         flush()
                     continue
@@ -175,7 +192,7 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
     spool.close()
     np.save(os.path.join(directory, 'hashes.npy'), np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
     info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
-            'tokens': int(spool.lengths.sum())}
+            'tokens': int(spool.lengths.sum()), 'decontamination': screen.close() if screen else None}
     _write_json(os.path.join(directory, 'read.json'), info)
     return info
 
@@ -284,6 +301,9 @@ def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
     stable['options'] = dict(stable['options'], tokenizer={
         k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
     stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
+    if manifest.get('decontamination'):  # the eval files' bytes and hashes, not where they lay
+        stable['decontamination'] = dict(manifest['decontamination'], files=[
+            {k: v for k, v in s.items() if k != 'path'} for s in manifest['decontamination']['files']])
     digest.update(canonical_json(stable))
     for name in (TREE_FILE, TOKENIZER_FILE):
         digest.update(sha256_file(os.path.join(root, name)).encode())
@@ -415,8 +435,9 @@ class _Job:
             for info in infos:
                 for kind, n in info['reasons'].items():
                     rejected[kind] = rejected.get(kind, 0) + n
+            excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
             raise InputError(f'no document could be indexed from {len(self.files)} file(s): '
-                             f'{sum(rejected.values())} rejected {rejected}')
+                             f'{sum(rejected.values())} rejected {rejected}, {excluded} excluded by --exclude')
         with _Stage(self.timings, 'embed'):
             embedder = self._fit_embedder()
             self._per_part('embeddings.npy', 'embed', lambda p: embed_part(self.part_dir(p), embedder))
@@ -442,10 +463,14 @@ class _Job:
 
     def _read(self, tokenizer) -> None:
         todo = [p for p in self.mine if not self._done(p, 'read.json')]
+        options = self.options
+        eval_set = (decontam.load_eval_set(options.exclude, options.exclude_ngram, options.text_field, self.strict)
+                    if options.exclude else None)
+        self.eval_set = eval_set
         with self._bar(sum(self.sizes[i] for p in todo for i in self.parts[p]), 'B', 'read+tokenize') as bar:
             for p in todo:
-                read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), self.options,
-                          tokenizer, self.strict)
+                read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), options, tokenizer,
+                          self.strict, eval_set)
                 bar.update(sum(self.sizes[i] for i in self.parts[p]))
         self.group.barrier()
 
@@ -563,18 +588,23 @@ class _Job:
         levels = node_records(tree, counts, packed, options.levels, fitted_sizes)
         inputs = [stats for info in infos for stats in info['inputs']]
         reasons: dict[str, int] = {}
-        with open(os.path.join(staging, REJECTS_FILE), 'wb') as rejects:
-            for part, info in enumerate(infos):
-                for kind, n in info['reasons'].items():
-                    reasons[kind] = reasons.get(kind, 0) + n
-                with open(os.path.join(self.part_dir(part), REJECTS_FILE), 'rb') as handle:
-                    shutil.copyfileobj(handle, rejects)
+        for info in infos:
+            for kind, n in info['reasons'].items():
+                reasons[kind] = reasons.get(kind, 0) + n
+        self._join_logs(REJECTS_FILE)
+        decontamination = None
+        if self.eval_set:
+            self._join_logs(decontam.EXCLUDED_FILE)
+            decontamination = decontam.record(self.eval_set, [info['decontamination'] for info in infos])
         samples = sum(p['samples'] for p in packed)
         windows = int(self.window_counts.sum())
         totals = {
             'documents_read': sum(s['documents'] for s in inputs),
             'documents_indexed': sum(s['indexed'] for s in inputs),
             'documents_rejected': sum(s['rejected'] for s in inputs),
+            'documents_excluded': sum(s['excluded'] for s in inputs),
+            'windows_excluded': decontamination['windows_excluded'] if decontamination else 0,
+            'tokens_excluded': decontamination['tokens_excluded'] if decontamination else 0,
             'windows': windows, 'tokens': sum(info['tokens'] for info in infos), 'eos_tokens': windows,
             'pad_tokens': sum(p['pad_tokens'] for p in packed), 'samples': samples,
             'sample_tokens': samples * self.seq_len, 'input_bytes': sum(s['bytes'] for s in inputs),
@@ -599,9 +629,16 @@ class _Job:
             'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
             'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
                                           'by_reason': dict(sorted(reasons.items()))},
-            'inputs': inputs, 'build': {'processes': self.group.world, 'parts': len(self.parts),
-                                        'resumed': self.resumed},
+            'inputs': inputs, 'decontamination': decontamination,
+            'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed},
         }
+
+    def _join_logs(self, name: str) -> None:
+        """The parts' logs called `name`, in input order, as one file of the index."""
+        with open(os.path.join(self.staging, name), 'wb') as joined:
+            for part in range(len(self.parts)):
+                with open(os.path.join(self.part_dir(part), name), 'rb') as handle:
+                    shutil.copyfileobj(handle, joined)
 
 
 def _runs(keys: np.ndarray):
@@ -618,8 +655,12 @@ def summary(manifest: dict) -> str:
     """The closing summary printed after indexing."""
     t = manifest['totals']
     seconds = manifest['timings']['total']
+    excluded = manifest.get('decontamination')
+    excluded = (f"; {t['documents_excluded']:,} excluded and {t['windows_excluded']:,} windows "
+                f"({t['tokens_excluded']:,} tokens) dropped for overlap with eval text, see {excluded['log']}"
+                if excluded else '')
     return (f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents "
-            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}): "
+            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}): "
             f"{t['windows']:,} windows, {t['tokens']:,} tokens, {t['samples']:,} samples in "
             f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
             f"{seconds:.1f} s, {t['input_bytes'] / 1e6 / max(seconds, 1e-9):.2f} MB/s; "

@@ -31,6 +31,8 @@ class WindowSpool:
         self.count = 0
 
     def append(self, windows: Windows, doc_ordinals: np.ndarray) -> None:
+        if not len(windows.lengths):  # every window of the batch was excluded
+            return
         encoded = [t.encode('utf-8') for t in windows.texts]
         text_lens = np.fromiter((len(b) for b in encoded), np.int64, len(encoded))
         text_starts = self._text_bytes + np.concatenate([[0], np.cumsum(text_lens)[:-1]])

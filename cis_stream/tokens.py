@@ -111,17 +111,24 @@ def _pieces(text: str) -> list[tuple[int, str]]:
 class Windows:
     """The token windows of a batch of documents, flattened.
 
-    `tokens[starts[i]:starts[i] + lengths[i]]` are window i's ids, `texts[i]` its text, and
-    `doc_index[i]` the position of its document in the batch.
+    `tokens[starts[i]:starts[i] + lengths[i]]` are window i's ids, `texts[i]` its text,
+    `doc_index[i]` the position of its document in the batch, and `char_spans[i]` the (start, end)
+    character offsets of its text in that document.
     """
     tokens: np.ndarray
     lengths: np.ndarray
     doc_index: np.ndarray
     texts: list[str]
+    char_spans: np.ndarray
 
     @property
     def starts(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def select(self, keep: np.ndarray) -> 'Windows':
+        """The windows where the boolean `keep` is true, in the same order."""
+        return Windows(self.tokens[np.repeat(keep, self.lengths)], self.lengths[keep], self.doc_index[keep],
+                       [text for text, k in zip(self.texts, keep) if k], self.char_spans[keep])
 
 
 def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Windows:
@@ -134,7 +141,7 @@ def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Wind
         ids.append(np.asarray(enc.ids, dtype=np.int64))
         # Only window boundaries need character offsets: a plain list, no array conversion.
         spans.extend(enc.offsets if off == 0 else [(off + a, off + b) for a, b in enc.offsets])
-    token_parts, lengths, doc_index, window_texts = [], [], [], []
+    token_parts, lengths, doc_index, window_texts, char_spans = [], [], [], [], []
     for d, (ids_parts, spans) in sorted(per_doc.items()):
         ids = np.concatenate(ids_parts) if len(ids_parts) > 1 else ids_parts[0]
         for start in range(0, len(ids), window):
@@ -142,9 +149,11 @@ def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Wind
             token_parts.append(ids[start:stop])
             lengths.append(stop - start)
             doc_index.append(d)
+            char_spans.append((spans[start][0], spans[stop - 1][1]))
             window_texts.append(texts[d][spans[start][0]:spans[stop - 1][1]])
     tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int64)
-    return Windows(tokens, np.asarray(lengths, np.int64), np.asarray(doc_index, np.int64), window_texts)
+    return Windows(tokens, np.asarray(lengths, np.int64), np.asarray(doc_index, np.int64), window_texts,
+                   np.asarray(char_spans, np.int64).reshape(-1, 2))
 
 
 def train_bpe_tokenizer(texts, vocab_size: int, path: str, eos_token: str = '<|endoftext|>') -> str:

@@ -88,6 +88,14 @@ def test_window_texts_retokenize_to_their_ids(gpt2, long_text):
     # Consecutive window texts tile the document (no gaps between windows).
     first_doc = [t for t, d in zip(windows.texts, windows.doc_index) if d == 0]
     assert ''.join(first_doc) == long_text
+    # char_spans say where each window's text lies in its document; select keeps windows whole.
+    texts = [long_text, 'Café, naïve, 東京 and emoji 🙂 in one window.']
+    assert all(texts[d][s:e] == t for t, d, (s, e) in zip(windows.texts, windows.doc_index, windows.char_spans))
+    keep = np.arange(len(windows.lengths)) % 3 == 1
+    kept = windows.select(keep)
+    assert kept.texts == [t for t, k in zip(windows.texts, keep) if k]
+    assert all(np.array_equal(window_ids(kept, j), window_ids(windows, i)) for j, i in enumerate(np.flatnonzero(keep)))
+    assert np.array_equal(kept.char_spans, windows.char_spans[keep]) and np.array_equal(kept.doc_index, windows.doc_index[keep])
 
 
 @pytest.mark.parametrize('piece_chars', [97, 200, 1000])
