@@ -19,7 +19,8 @@ HEX64 = re.compile(r'[0-9a-f]{64}')
 HEX16 = re.compile(r'[0-9a-f]{16}')
 # A file name inside the index: no directory part, so it cannot point outside.
 PLAIN_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
-SHARD_NAME = re.compile(r'shard\.\d{5,}\.mds(\.zstd)?')
+# A leaf's shards, at its root or in the add-<version>/ folder of a `cis-stream add` (grow.py).
+SHARD_NAME = re.compile(r'(add-\d+/)?shard\.\d{5,}\.mds(\.zstd)?')
 EMBEDDER_NAME = re.compile(r'[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?')
 TOKEN_COLUMNS = ('ndarray:uint16', 'ndarray:int32')
 
