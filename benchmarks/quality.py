@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -256,7 +257,11 @@ class Bench:
         self.evals = {d: self.corpus.split(d, 'test')[0] for d in self.corpus.domains}
         self.evals.update({f'{d}_validation': self.corpus.split(d, 'validation')[0] for d in self.corpus.domains})
         self.evals['generalist'] = self.generalist_test
-        self.rows: dict[str, dict] = {}
+        self.rows: dict[str, dict] = {}  # every run so far (results.json), so reports cover them all
+        results = os.path.join(WORK, 'results.json')
+        if os.path.exists(results):
+            with open(results, encoding='utf-8') as handle:
+                self.rows = {row['name']: row for row in json.load(handle)['rows']}
         self._pool_docs = None
 
     def pool_docs(self):
@@ -267,7 +272,7 @@ class Bench:
     def run(self, table: str, method: str, domain: str, index: str, weights: str | None, seed: int,
             steps: int | None = None, **extra) -> dict:
         steps = steps or self.args.steps
-        name = f'{table}-{method}-{domain}-s{seed}'.replace('@', 'L').replace(' ', '')
+        name = re.sub(r'[^A-Za-z0-9.+_-]', '', f'{table}-{method}-{domain}-s{seed}'.replace('@', 'L'))
         started = time.perf_counter()
         ppl = train(name, index, weights, self.evals, steps, seed, extra.pop('load_path', None))
         row = {'name': name, 'table': table, 'method': method, 'domain': domain, 'seed': seed, 'steps': steps,
@@ -337,7 +342,7 @@ class Bench:
             actual = int(sum(windows[:count]))
             for level in range(len(LEVELS)):
                 weights = weights_file(self.index, f'{domain}-n{size}-L{level}', [sample], '--level', str(level))
-                self.run('size x level', f'cis@{level}', domain, self.index.root, weights, seed,
+                self.run('size x level', f'cis@{level} n{size}', domain, self.index.root, weights, seed,
                          level=level, specialist_windows=actual)
         train_split = self.corpus.split(domain, 'train')
         for smoothing in (0.1, 0.5):
