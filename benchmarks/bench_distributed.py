@@ -23,9 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OUT, median, wiki_corpus  # noqa: E402
 
-STAGES = ('read_tokenize', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
+STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
 LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
-          2: [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
+          2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
 
 
 def split_corpus(files: int) -> str:

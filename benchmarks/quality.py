@@ -124,7 +124,7 @@ def main_index(pool: list[str], tokenizer: str, processes: int) -> CISIndex:
     path = os.path.join(WORK, 'index')
     if not os.path.exists(path):
         log(f'indexing the pool on {processes} process(es)')
-        launcher = ([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(processes)]
+        launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes)]
                     if processes > 1 else [sys.executable])
         subprocess.run(launcher + ['-m', 'cis_stream.index', *pool, '--out', path, '--embedder', 'lsi',
                                    '--levels', ','.join(map(str, LEVELS)), '--window', str(WINDOW),

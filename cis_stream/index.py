@@ -438,8 +438,9 @@ class _Job:
             excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
             raise InputError(f'no document could be indexed from {len(self.files)} file(s): '
                              f'{sum(rejected.values())} rejected {rejected}, {excluded} excluded by --exclude')
-        with _Stage(self.timings, 'embed'):
+        with _Stage(self.timings, 'fit_embedder'):
             embedder = self._fit_embedder()
+        with _Stage(self.timings, 'embed'):
             self._per_part('embeddings.npy', 'embed', lambda p: embed_part(self.part_dir(p), embedder))
         with _Stage(self.timings, 'fit_tree'):
             tree, tree_sample = self._fit_tree()

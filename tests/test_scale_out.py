@@ -29,7 +29,7 @@ def index_args(corpus, out) -> list[str]:
 
 LAUNCHERS = {
     'one process': [sys.executable, '-m', 'cis_stream.index'],
-    'torchrun x2': [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'cis_stream.index'],
+    'torchrun x2': [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'cis_stream.index'],
     'composer x2': [os.path.join(BIN, 'composer'), '-n', '2', '-m', 'cis_stream.index'],
 }
 
