@@ -26,7 +26,7 @@ from common import OUT, median, timed, wiki_corpus  # noqa: E402
 
 from cis_stream.index import build_index  # noqa: E402
 
-STAGES = ('read_tokenize', 'embed', 'fit_tree', 'assign', 'pack_write')
+STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write')
 
 
 def run_dsir(corpus: str, target: str, work: str) -> float:
