@@ -337,10 +337,10 @@ class Bench:
         seed, steps = self.args.seeds[0], self.args.steps
         phase1 = self.run('main', 'uniform', 'all', self.index.root, None, seed)
         checkpoint = os.path.join(WORK, 'runs', phase1['name'], 'ckpt', 'latest-rank0.pt')
-        for domain in self.corpus.domains:
-            default = weights_file(self.index, f'{domain}-default', self.corpus.split(domain, 'train'))
-            self.run('continued', 'uniform -> cis', domain, self.index.root, default, seed, steps // 2,
-                     load_path=checkpoint)
+        domain = self.args.ablation_domain
+        default = weights_file(self.index, f'{domain}-default', self.corpus.split(domain, 'train'))
+        self.run('continued', 'uniform -> cis', domain, self.index.root, default, seed, steps // 2,
+                 load_path=checkpoint)
         self.run('continued', 'uniform -> uniform', 'all', self.index.root, None, seed, steps // 2,
                  load_path=checkpoint)
 
@@ -352,7 +352,7 @@ class Bench:
             count = int(np.searchsorted(np.cumsum(windows), size)) + 1
             sample = write_jsonl(os.path.join(WORK, f'{domain}-spec{size}.jsonl'), texts[:count])
             actual = int(sum(windows[:count]))
-            for level in range(len(LEVELS)):
+            for level in (0, len(LEVELS) - 1):  # the coarsest and the finest level (CPU time)
                 weights = weights_file(self.index, f'{domain}-n{size}-L{level}', [sample], '--level', str(level))
                 self.run('size x level', f'cis@{level} n{size}', domain, self.index.root, weights, seed,
                          level=level, specialist_windows=actual)
