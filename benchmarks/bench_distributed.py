@@ -1,9 +1,9 @@
 """Distributed indexing: the same `cis-stream index` job on 1 process and on 2 (torchrun), same run.
 
-    .venv/bin/python benchmarks/bench_distributed.py [--repeats 3] [--files 8]
+    .venv/bin/python benchmarks/bench_distributed.py [--repeats 3] [--files 8] [--source FILE]
 
-The corpus is all 26,227 real Wikipedia summaries (11 MB) cut into `--files` files (the unit of
-parallel work is a run of input files). Default options: lsi, 1024-token windows, 16 -> 256
+The corpus is all 26,227 real Wikipedia summaries (11 MB), or `--source`, cut into `--files`
+files (the unit of parallel work is a run of input files). Default options: lsi, 1024-token windows, 16 -> 256
 clusters. Runs alternate (1, 2, 1, 2, ...); the table reports medians of the wall time of the
 whole command (launcher and imports included) and of each stage, and checks that both process
 counts publish the same fingerprint. Target (issue 6): 2 processes on 2 cores >= 1.6x faster.
@@ -23,17 +23,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OUT, median, wiki_corpus  # noqa: E402
 
+from cis_stream.readers import Document, read_documents  # noqa: E402
+
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
 LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
           2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
 
 
-def split_corpus(files: int) -> str:
-    """The wiki corpus in `files` consecutive pieces (cached)."""
-    folder = os.path.join(OUT, f'wiki_split_{files}')
+def split_corpus(source: str, files: int) -> str:
+    """`source` (any input format) in `files` consecutive JSON-lines pieces (cached)."""
+    name = os.path.basename(source).split('.')[0]
+    folder = os.path.join(OUT, f'{name}_split_{files}')
     if not os.path.isdir(folder):
-        with open(wiki_corpus(), encoding='utf-8') as handle:
-            lines = handle.readlines()
+        lines = [json.dumps({'text': doc.text}, ensure_ascii=False) + '\n'
+                 for doc in read_documents([source]) if isinstance(doc, Document)]
         tmp = folder + '.tmp'
         os.makedirs(tmp, exist_ok=True)
         step = -(-len(lines) // files)
@@ -60,8 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--files', type=int, default=8)
+    parser.add_argument('--source', default=None,
+                        help='corpus file to split (default: the 11 MB wiki corpus); e.g. the 30 MB subset '
+                             'benchmarks/corpus/cache/corpus/subsets/pool_30mb.jsonl.zst')
     args = parser.parse_args()
-    corpus = split_corpus(args.files)
+    corpus = split_corpus(args.source or wiki_corpus(), args.files)
     work = tempfile.mkdtemp(prefix='bench-dist-')
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for repeat in range(args.repeats):
@@ -76,7 +82,7 @@ def main() -> None:
         one, two = median([r[key] for r in runs[1]]), median([r[key] for r in runs[2]])
         print(f'| {key} | {one:.2f} | {two:.2f} | {one / two:.2f}x |')
     record = {'args': vars(args), 'runs': {str(k): v for k, v in runs.items()}}
-    with open(os.path.join(OUT, 'bench_distributed.json'), 'w', encoding='utf-8') as handle:
+    with open(os.path.join(OUT, f'bench_distributed_{os.path.basename(corpus)}.json'), 'w', encoding='utf-8') as handle:
         json.dump(record, handle, indent=1)
 
 
