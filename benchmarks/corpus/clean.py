@@ -12,7 +12,6 @@ import hashlib
 import html
 import re
 import unicodedata
-from html.parser import HTMLParser
 
 _BLANKS = re.compile(r'\n[ \t]*(\n[ \t]*)+')
 
@@ -31,60 +30,66 @@ _VOID = frozenset('area base br col embed hr img input link meta param source tr
 # class/id/role words of navigation chrome in Sphinx, javadoc, rustdoc, haddock, DocBook and texinfo pages
 _CHROME = re.compile(r'\b(sphinxsidebar|sidebar|related|navigation|navbar|nav|breadcrumbs?|headerlink|'
                      r'footer|header|topbar|top-nav|sub-nav|subNav|skip-?nav|search|menu|toc|navheader|'
-                     r'navfooter|src-link|sourceLink)\b', re.I)
+                     r'navfooter|src-link|sourceLink|leftnav|prev-next-area|left-prev|right-next|bd-sidebar[\w-]*|bd-header[\w-]*|bd-footer[\w-]*)\b', re.I)
 
 
-class _TextParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.stack: list[tuple[str, bool]] = []  # (tag, skipped)
-        self.skipping = 0
-        self.pre = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in _VOID:
-            if tag == 'br' and not self.skipping:
-                self.parts.append('\n')
-            return
-        marks = ' '.join(v for k, v in attrs if k in ('class', 'id', 'role') and v)
-        skip = tag in _SKIP or bool(marks and _CHROME.search(marks))
-        self.stack.append((tag, skip))
-        self.skipping += skip
-        if tag == 'pre':
-            self.pre += 1
-        if tag in _BLOCK and not self.skipping:
-            self.parts.append('\n\n')
-
-    def handle_endtag(self, tag):
-        if not any(t == tag for t, _ in self.stack):
-            return  # stray end tag: ignore rather than unwind the stack
-        while self.stack:
-            open_tag, skip = self.stack.pop()
-            self.skipping -= skip
-            if open_tag == 'pre':
-                self.pre -= 1
-            if open_tag == tag:
-                break
-        if tag in _BLOCK and not self.skipping:
-            self.parts.append('\n\n')
-
-    def handle_data(self, data):
-        if self.skipping:
-            return
-        if not self.pre:
-            data = re.sub(r'\s+', ' ', data)
-            if not self.parts or self.parts[-1].endswith('\n'):
-                data = data.lstrip()  # no indent at the start of a block
-        self.parts.append(data)
+_RAW = re.compile(r'<(script|style|svg|math|textarea)\b.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>', re.S | re.I)
+_TAG = re.compile(r'<(/?)([a-zA-Z][\w:-]*)((?:[^>"\']|"[^"]*"|\'[^\']*\')*)>|<[!?][^>]*>')
+_MARKS = re.compile(r'\b(?:class|id|role)\s*=\s*(?:"([^"]*)"|\'([^\']*)\'|(\S+))', re.I)
 
 
 def html_to_text(markup: str) -> str:
-    """Visible text of an HTML page, blocks as paragraphs, without scripts, styles and navigation."""
-    parser = _TextParser()
-    parser.feed(markup)
-    parser.close()
-    return tidy(''.join(parser.parts))
+    """Visible text of an HTML page, blocks as paragraphs, without scripts, styles and navigation.
+
+    A regular-expression tokenizer (several times faster than html.parser on generated docs):
+    elements whose tag or class/id/role marks them as page chrome are skipped with their content.
+    """
+    markup = _RAW.sub(' ', markup)
+    parts: list[str] = []
+    stack: list[tuple[str, bool]] = []  # open elements: (tag, skipped)
+    skipping = pre = 0
+    position = 0
+
+    def text(chunk: str) -> None:
+        if skipping or not chunk:
+            return
+        chunk = html.unescape(chunk)
+        if not pre:
+            chunk = re.sub(r'\s+', ' ', chunk)
+            if not parts or parts[-1].endswith('\n'):
+                chunk = chunk.lstrip()  # no indent at the start of a block
+        parts.append(chunk)
+
+    for match in _TAG.finditer(markup):
+        text(markup[position:match.start()])
+        position = match.end()
+        closing, tag = match.group(1), (match.group(2) or '').lower()
+        if not tag:
+            continue  # doctype, processing instruction
+        if closing:
+            if not any(t == tag for t, _ in stack):
+                continue  # stray end tag: ignore rather than unwind the stack
+            while stack:
+                open_tag, skip = stack.pop()
+                skipping -= skip
+                pre -= open_tag == 'pre'
+                if open_tag == tag:
+                    break
+            if tag in _BLOCK and not skipping:
+                parts.append('\n\n')
+        elif tag in _VOID or match.group(3).rstrip().endswith('/'):
+            if tag == 'br' and not skipping:
+                parts.append('\n')
+        else:
+            marks = ' '.join(next(g for g in m.groups() if g is not None) for m in _MARKS.finditer(match.group(3)))
+            skip = tag in _SKIP or bool(marks and _CHROME.search(marks))
+            stack.append((tag, skip))
+            skipping += skip
+            pre += tag == 'pre'
+            if tag in _BLOCK and not skipping:
+                parts.append('\n\n')
+    text(markup[position:])
+    return tidy(''.join(parts))
 
 
 # ---------------------------------------------------------------- reStructuredText
