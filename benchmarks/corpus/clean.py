@@ -30,7 +30,8 @@ _VOID = frozenset('area base br col embed hr img input link meta param source tr
 # class/id/role words of navigation chrome in Sphinx, javadoc, rustdoc, haddock, DocBook and texinfo pages
 _CHROME = re.compile(r'\b(sphinxsidebar|sidebar|related|navigation|navbar|nav|breadcrumbs?|headerlink|'
                      r'footer|header|topbar|top-nav|sub-nav|subNav|skip-?nav|search|menu|toc|navheader|'
-                     r'navfooter|src-link|sourceLink|leftnav|prev-next-area|left-prev|right-next|bd-sidebar[\w-]*|bd-header[\w-]*|bd-footer[\w-]*)\b', re.I)
+                     r'navfooter|src-link|sourceLink|leftnav|prev-next-area|left-prev|right-next|'
+                     r'bd-sidebar[\w-]*|bd-header[\w-]*|bd-footer[\w-]*)\b', re.I)
 
 
 _RAW = re.compile(r'<(script|style|svg|math|textarea)\b.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>', re.S | re.I)

@@ -60,7 +60,8 @@ def _pages(name: str, records: list[str]) -> Docs:
 def _one(root: Path, source: Source) -> Path:
     files = matching_files(root, source)
     if len(files) != 1:
-        raise FileNotFoundError(f'{source.name}: expected one file for {source.include} under {root}, found {len(files)}')
+        raise FileNotFoundError(f'{source.name}: expected one file for {source.include} under {root}, '
+                                f'found {len(files)}')
     return files[0]
 
 
