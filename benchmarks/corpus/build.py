@@ -55,7 +55,8 @@ def _extract(job: tuple[Source, str, str, str, bool, str]) -> dict:
     source, root, package_sha, out_dir, is_pool, code = job
     out = Path(out_dir) / f'{source.name}.jsonl.zst'
     stamp_path = out.with_suffix('').with_suffix('.json')
-    inputs = {'source': dataclasses.asdict(source), 'package_sha256': package_sha, 'code': code}
+    inputs = json.loads(json.dumps(  # as it reads back from the stamp (tuples become lists)
+        {'source': dataclasses.asdict(source), 'package_sha256': package_sha, 'code': code}))
     if out.exists() and stamp_path.exists():
         stamp = json.loads(stamp_path.read_text())
         if stamp['inputs'] == inputs:
