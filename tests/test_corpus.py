@@ -127,23 +127,24 @@ Turing was born in [[Maida Vale]], London.[[Category:1912 births]] [[File:Turing
 
 
 def test_dictd_reader_splits_entries_by_index(tmp_path):
-    entries = ['Abacus \\Ab"a*cus\\, n.\n   A table or tray strewn with sand, used for calculating.\n'
+    entries = ['Abacus \\Ab"a*cus\\, n.\n   A table or tray strewn with sand, used for calculating \x92.\n'
                '   [1913 Webster]\n',
                'Abaft \\A*baft"\\, adv.\n   Toward the stern; aft; as, to go {abaft}.\n   [1913 Webster]\n']
-    blob = ''.join(entries).encode()
+    blob = ''.join(entries).encode('latin-1')  # \x92 (cp1252) is not UTF-8, as in gcide's own data
     alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 
     def b64(n):
         return alphabet[n // 64] + alphabet[n % 64] if n >= 64 else alphabet[n]
-    offsets = [0, len(entries[0].encode())]
-    index = ''.join(f'{w}\t{b64(o)}\t{b64(len(e.encode()))}\n'
+    offsets = [0, len(entries[0])]
+    index = ''.join(f'{w}\t{b64(o)}\t{b64(len(e))}\n'
                     for w, o, e in zip(['abacus', 'abaft'], offsets, entries))
     (tmp_path / 'tiny.index').write_text('00-database-short\tA\tB\n' + index)
     (tmp_path / 'tiny.dict.dz').write_bytes(gzip.compress(blob))
     docs = list(read_dictd(tmp_path, Source('tiny', 'dictionaries', 'deb:x', 'dictd', ('tiny',))))
     assert len(docs) == 1
     text = docs[0][1]
-    assert text.startswith('Abacus') and 'to go abaft.' in text and '[1913 Webster]' not in text
+    assert text.startswith('Abacus') and '\n\nAbaft \\A*baft"\\, adv.' in text and 'to go abaft.' in text
+    assert '[1913 Webster]' not in text
 
 
 def test_paragraph_key_normalises_case_space_and_width():

@@ -79,7 +79,8 @@ def _b64(value: str) -> int:
 def read_dictd(root: Path, source: Source) -> Docs:
     """dictd database: entries located through the .index file, markup braces dropped, pages of entries."""
     base = root / source.include[0]
-    data = read_text(base.with_name(base.name + '.dict.dz')).encode('utf-8')
+    with gzip.open(base.with_name(base.name + '.dict.dz'), 'rb') as handle:
+        data = handle.read()  # bytes: the index counts bytes, and a stray non-UTF-8 byte must not shift them
     spans = set()
     for line in read_text(base.with_name(base.name + '.index')).splitlines():
         word, offset, length = line.split('\t')[:3]
