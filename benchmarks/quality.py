@@ -173,6 +173,13 @@ def pool_documents(pool: list[str]) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray([len(t) for t in texts], np.int64)
 
 
+def read_records(path: str):
+    """DSIR's loader for any input format (its default reads plain JSON lines only)."""
+    for doc in read_documents([path]):
+        if hasattr(doc, 'text'):
+            yield {'text': doc.text}
+
+
 def dsir_log_weights(pool: list[str], targets: dict[str, list[str]]) -> dict[str, np.ndarray]:
     """DSIR's own log importance weights (data-selection HashedNgramDSIR) of every pool document,
     for every domain. One pass over the pool serves all domains (`separate_targets`: one target
@@ -183,7 +190,7 @@ def dsir_log_weights(pool: list[str], targets: dict[str, list[str]]) -> dict[str
     domains = list(targets)
     if not os.path.exists(path):
         dsir = HashedNgramDSIR(pool, [targets[d][0] for d in domains], cache_dir=cache, num_proc=2,
-                               min_example_length=1, separate_targets=True)
+                               target_load_dataset_fn=read_records, min_example_length=1, separate_targets=True)
         dsir.fit_importance_estimator(num_tokens_to_fit='auto')
         dsir.compute_importance_weights()
         shards = dsir._get_virtually_sharded_datasets(pool)
