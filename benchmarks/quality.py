@@ -49,6 +49,7 @@ PLOTS = os.path.join(ROOT, 'benchmarks', 'plots')
 LEVELS = [16, 128, 1024]
 WINDOW, SEQ_LEN, BATCH = 256, 128, 16
 HOLDOUT_EVERY = 400
+CHUNK_CHARS = 2000
 EVAL_BATCHES = 20
 
 
@@ -180,12 +181,35 @@ def read_records(path: str):
             yield {'text': doc.text}
 
 
-def dsir_log_weights(pool: list[str], targets: dict[str, list[str]]) -> dict[str, np.ndarray]:
+def chunk_pool(pool: list[str]) -> list[str]:
+    """The pool cut into pieces of about CHUNK_CHARS at whitespace, as DSIR is used on the Pile
+    (examples of similar length): its log importance weight is a sum over n-grams, so on whole
+    documents it grows with length and picks a few very long ones."""
+    folder = os.path.join(WORK, 'pool_chunks')
+    files = [os.path.join(folder, os.path.basename(f)) for f in pool]
+    if not os.path.isdir(folder):
+        os.makedirs(folder + '.tmp', exist_ok=True)
+        for source, target in zip(pool, files):
+            pieces = []
+            for text in texts_of([source]):
+                start = 0
+                while start < len(text):
+                    stop = text.rfind(' ', start + CHUNK_CHARS // 2, start + CHUNK_CHARS)
+                    stop = len(text) if len(text) - start <= CHUNK_CHARS or stop < 0 else stop
+                    if text[start:stop].strip():
+                        pieces.append(text[start:stop])
+                    start = stop
+            write_jsonl(os.path.join(folder + '.tmp', os.path.basename(target)), pieces)
+        os.rename(folder + '.tmp', folder)
+    return files
+
+
+def dsir_log_weights(pool: list[str], targets: dict[str, list[str]], name: str = 'dsir') -> dict[str, np.ndarray]:
     """DSIR's own log importance weights (data-selection HashedNgramDSIR) of every pool document,
     for every domain. One pass over the pool serves all domains (`separate_targets`: one target
     model per domain against the same raw model, exactly what a DSIR run per domain computes)."""
     from data_selection import HashedNgramDSIR
-    cache = os.path.join(WORK, 'dsir')
+    cache = os.path.join(WORK, name)
     path = os.path.join(cache, 'log_weights.npy')
     domains = list(targets)
     if not os.path.exists(path):
@@ -305,9 +329,14 @@ class Bench:
         name = f'{method}-{domain}-s{seed}'
         if not os.path.exists(os.path.join(WORK, 'selected', name)):
             texts, chars = self.pool_docs()
+            targets = {d: self.corpus.split(d, 'train') for d in self.corpus.domains}
             if method == 'dsir':
-                logw = dsir_log_weights(self.pool, {d: self.corpus.split(d, 'train') for d in self.corpus.domains})
-                chosen = dsir_selection(logw[domain], texts, chars, budget_chars, seed)
+                chosen = dsir_selection(dsir_log_weights(self.pool, targets)[domain], texts, chars, budget_chars, seed)
+            elif method == 'dsir-chunks':
+                chunks = chunk_pool(self.pool)
+                texts, chars = pool_documents(chunks)
+                chosen = dsir_selection(dsir_log_weights(chunks, targets, 'dsir_chunks')[domain], texts, chars,
+                                        budget_chars, seed)
             else:
                 chosen = classifier_selection(self.index, target, texts, chars, budget_chars, seed)
             log(f'{method} selected {len(chosen)} documents for {domain}')
@@ -332,6 +361,12 @@ class Bench:
                 self.run('main', 'classifier', domain, self.selection('classifier', domain, seed), None, seed)
                 self.run('main', 'specialist', domain,
                          one_cluster_index(f'specialist-{domain}', texts_of(train_split), self.tokenizer), None, seed)
+
+    def dsir_chunks(self) -> None:
+        """DSIR on ~2,000-character pieces of the pool documents instead of whole documents."""
+        seed = self.args.seeds[0]
+        for domain in self.corpus.domains:
+            self.run('main', 'dsir-chunks', domain, self.selection('dsir-chunks', domain, seed), None, seed)
 
     def multitask(self) -> None:
         a, b = self.corpus.domains[:2]
@@ -391,7 +426,7 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--only', default='main,multitask,continued,ablations')
+    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--levels', default=','.join(map(str, LEVELS)), help='tree of the pool index')
     parser.add_argument('--work', default=WORK, help='cache of every step (default: %(default)s)')
@@ -399,7 +434,7 @@ def main() -> None:
     WORK, LEVELS = args.work, [int(n) for n in args.levels.split(',')]
     bench = Bench(args)
     for part in args.only.split(','):
-        {'main': bench.main_table, 'multitask': bench.multitask, 'continued': bench.continued,
+        {'main': bench.main_table, 'dsir_chunks': bench.dsir_chunks, 'multitask': bench.multitask, 'continued': bench.continued,
          'ablations': bench.ablations}[part]()
     log(f'done: {len(bench.rows)} runs')
     print(report(list(bench.rows.values()), bench.corpus.domains))
@@ -418,7 +453,8 @@ def report(rows: list[dict], domains: list[str]) -> str:
     levels = sorted({r['level'] for r in main if 'level' in r})
     out = []
     for label, title in (('{d}', 'specialist test perplexity'), ('generalist', 'generalist held-out perplexity')):
-        methods = ['uniform', 'cis'] + [f'cis@{l}' for l in levels] + ['dsir', 'classifier', 'specialist']
+        methods = ['uniform', 'cis'] + [f'cis@{l}' for l in levels] + ['dsir', 'dsir-chunks', 'classifier',
+                                                                         'specialist']
         out.append(f'\n**{title}** (lower is better; mean over seeds)\n')
         out.append('| domain | ' + ' | '.join(methods) + ' | best CIS level (validation) |')
         out.append('|---' * (len(methods) + 2) + '|')
