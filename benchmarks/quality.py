@@ -195,7 +195,10 @@ def chunk_pool(pool: list[str]) -> list[str]:
                 start = 0
                 while start < len(text):
                     stop = text.rfind(' ', start + CHUNK_CHARS // 2, start + CHUNK_CHARS)
-                    stop = len(text) if len(text) - start <= CHUNK_CHARS or stop < 0 else stop
+                    if len(text) - start <= CHUNK_CHARS:
+                        stop = len(text)
+                    elif stop < 0:  # no space in the second half: cut mid-word
+                        stop = start + CHUNK_CHARS
                     if text[start:stop].strip():
                         pieces.append(text[start:stop])
                     start = stop
