@@ -429,7 +429,8 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks')
+    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks',
+                        help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--levels', default=','.join(map(str, LEVELS)), help='tree of the pool index')
     parser.add_argument('--work', default=WORK, help='cache of every step (default: %(default)s)')
@@ -438,7 +439,7 @@ def main() -> None:
     bench = Bench(args)
     for part in args.only.split(','):
         {'main': bench.main_table, 'dsir_chunks': bench.dsir_chunks, 'multitask': bench.multitask, 'continued': bench.continued,
-         'ablations': bench.ablations}[part]()
+         'ablations': bench.ablations, 'report': lambda: None}[part]()
     log(f'done: {len(bench.rows)} runs')
     print(report(list(bench.rows.values()), bench.corpus.domains))
 
