@@ -598,15 +598,26 @@ def test_no_pickle_or_unsafe_loading_in_the_code():
 
 # A remote S3 server that goes away mid-run ---------------------------------------------------------
 
+def _port_outside_ephemeral_range() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): while the gate is down, no outgoing
+    connection can be given its number, so it can always listen again."""
+    for port in random.Random(os.getpid()).sample(range(20000, 30000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(('127.0.0.1', port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError('no free port in 20000-30000')
+
+
 class _Gate:
     """A TCP forwarder in front of the S3 server. Stopping it is, for the client, the server going
     away (connection refused); moto keeps its objects only in memory, so the server itself stays up."""
 
     def __init__(self, target: int):
         self.target = target
-        with socket.socket() as probe:
-            probe.bind(('127.0.0.1', 0))
-            self.port = probe.getsockname()[1]
+        self.port = _port_outside_ephemeral_range()
         self._listener = None
         self._open: list[socket.socket] = []
 
