@@ -26,7 +26,6 @@ class Group:
         self.world = int(os.environ.get('WORLD_SIZE', '1'))
         self.rank = int(os.environ.get('RANK', '0'))
         self.local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-        self.local_world = int(os.environ.get('LOCAL_WORLD_SIZE', str(self.world)))
         self._owned = False
         if self.world > 1:
             import torch.distributed as dist

@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
-                              part_counts, plan_parts, publish, read_part, staging_dir, write_leaf)
+                              part_counts, plan_parts, publish, read_part, rows_by_leaf, staging_dir,
+                              write_leaf)
 from cis_stream.manifest import CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, CISIndex, leaf_dir_name
 from cis_stream.duplicates import count_duplicates
 from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
@@ -94,11 +95,14 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     if sum(info['windows'] for info in infos) == 0:
         raise InputError(f'no document could be indexed from {len(files)} file(s): see the rejects')
 
-    leaves = [n[:, -1] for n in nodes]
-    grown = np.unique(np.concatenate(leaves))
+    by_leaf: dict[int, list] = {}  # leaf → [(spool, rows)], parts in input order
+    for spool, part_nodes in zip(spools, nodes):
+        for leaf, rows in rows_by_leaf(part_nodes[:, -1]):
+            by_leaf.setdefault(leaf, []).append((spool, rows))
+    grown = sorted(by_leaf)
     packed = {}
     for leaf in grown:
-        sources = [(spool, np.flatnonzero(part_leaves == leaf)) for spool, part_leaves in zip(spools, leaves)]
+        sources = by_leaf[leaf]
         leaf_dir = os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf))
         packed[int(leaf)] = write_leaf(os.path.join(leaf_dir, f'add-{version}'), sources, opts['seq_len'], tokenizer)
         _join_leaf_index(leaf_dir, f'add-{version}')

@@ -558,15 +558,11 @@ class _Job:
         sources: dict[int, list] = {leaf: [] for leaf in mine}
         if mine:
             for part in range(len(self.parts)):
-                leaves = remaps[-1][self._nodes(part)[:, -1]]
-                rows = np.flatnonzero(leaves % world == rank)
-                rows = rows[np.argsort(leaves[rows], kind='stable')]
-                keys = leaves[rows]
                 spool = None
-                for leaf, start, stop in _runs(keys):
+                for leaf, rows in rows_by_leaf(remaps[-1][self._nodes(part)[:, -1]]):
                     if leaf in sources:
                         spool = spool or WindowSpool.open(self.part_dir(part))
-                        sources[leaf].append((spool, rows[start:stop]))
+                        sources[leaf].append((spool, rows))
         for leaf in tqdm(mine, unit='leaf', desc='pack+write', disable=not self.progress):
             out = os.path.join(self.staging, CLUSTERS_DIR, leaf_dir_name(leaf))
             result = write_leaf(out, sources.pop(leaf), self.seq_len, tokenizer)
@@ -642,14 +638,15 @@ class _Job:
                     shutil.copyfileobj(handle, joined)
 
 
-def _runs(keys: np.ndarray):
-    """(value, start, stop) for each run of equal values in a sorted array."""
-    if not len(keys):
+def rows_by_leaf(leaves: np.ndarray):
+    """(leaf, its rows in order) for each leaf present in a part's per-window leaf ids."""
+    if not len(leaves):
         return
+    rows = np.argsort(leaves, kind='stable')
+    keys = leaves[rows]
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    stops = np.concatenate([starts[1:], [len(keys)]])
-    for start, stop in zip(starts, stops):
-        yield int(keys[start]), int(start), int(stop)
+    for start, stop in zip(starts, np.append(starts[1:], len(keys))):
+        yield int(keys[start]), rows[start:stop]
 
 
 def summary(manifest: dict) -> str:
