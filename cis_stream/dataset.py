@@ -198,6 +198,11 @@ class ClusteredImportanceDataset(StreamingDataset):
             else:
                 what = f'shard {path}'
             self._leaf_error = _leaf_failure(stream.leaf, stream, what, err)
+            if hasattr(self, '_event'):
+                # Mid-epoch, stop the epoch now, whichever thread failed first: Streaming only does
+                # that when its own threads fail, so a failure first met by the reading thread would
+                # leave the dataset half running (other leaves readable, the epoch not ended).
+                self._event.set()
             raise self._leaf_error from err
 
     def __iter__(self):
