@@ -21,30 +21,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, median, wiki_corpus  # noqa: E402
-
-from cis_stream.readers import Document, read_documents  # noqa: E402
+from common import OUT, median, split_corpus, wiki_corpus  # noqa: E402
 
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
 LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
           2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
-
-
-def split_corpus(source: str, files: int) -> str:
-    """`source` (any input format) in `files` consecutive JSON-lines pieces (cached)."""
-    name = os.path.basename(source).split('.')[0]
-    folder = os.path.join(OUT, f'{name}_split_{files}')
-    if not os.path.isdir(folder):
-        lines = [json.dumps({'text': doc.text}, ensure_ascii=False) + '\n'
-                 for doc in read_documents([source]) if isinstance(doc, Document)]
-        tmp = folder + '.tmp'
-        os.makedirs(tmp, exist_ok=True)
-        step = -(-len(lines) // files)
-        for i in range(files):
-            with open(os.path.join(tmp, f'part{i:02d}.jsonl'), 'w', encoding='utf-8') as handle:
-                handle.writelines(lines[i * step:(i + 1) * step])
-        os.rename(tmp, folder)
-    return folder
 
 
 def run(processes: int, corpus: str, out: str) -> dict:

@@ -20,6 +20,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from cis_stream.corpora import WIKI_LANGUAGES, load_wiki_summaries  # noqa: E402
 from cis_stream.index import build_index  # noqa: E402
 from cis_stream.manifest import CISIndex  # noqa: E402
+from cis_stream.readers import Document, read_documents  # noqa: E402
 
 # Tree shapes per leaf count: the top level, then the leaves.
 TREES = {64: [8, 64], 1024: [32, 1024], 16384: [128, 16384]}
@@ -36,6 +37,23 @@ def wiki_corpus() -> str:
                     handle.write(json.dumps({'text': record['text'], 'lang': language}, ensure_ascii=False) + '\n')
         os.rename(path + '.tmp', path)
     return path
+
+
+def split_corpus(source: str, files: int) -> str:
+    """`source` (any input format) in `files` consecutive JSON-lines pieces (cached)."""
+    name = os.path.basename(source).split('.')[0]
+    folder = os.path.join(OUT, f'{name}_split_{files}')
+    if not os.path.isdir(folder):
+        lines = [json.dumps({'text': doc.text}, ensure_ascii=False) + '\n'
+                 for doc in read_documents([source]) if isinstance(doc, Document)]
+        tmp = folder + '.tmp'
+        os.makedirs(tmp, exist_ok=True)
+        step = -(-len(lines) // files)
+        for i in range(files):
+            with open(os.path.join(tmp, f'part{i:02d}.jsonl'), 'w', encoding='utf-8') as handle:
+                handle.writelines(lines[i * step:(i + 1) * step])
+        os.rename(tmp, folder)
+    return folder
 
 
 def bench_index(leaves: int, seq_len: int = 64) -> CISIndex:

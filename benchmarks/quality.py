@@ -19,7 +19,8 @@ d_model 128, 2 layers) for the same steps, batch and seed with `train.py` (Compo
   specialist    the specialist train split alone, repeated
 
 plus a two-domain mixture, continued pretraining (a uniform checkpoint continued on CIS vs on
-uniform), and ablations (tree level x specialist-set size, smoothing, max-repeat). Selected
+uniform), and ablations (tree level x specialist-set size, smoothing, max-repeat, and the embedder:
+minilm against lsi on a ~10 MB subset of the pool, `--only embedders`). Selected
 documents are trained on through a one-cluster index, so every method uses the same loader.
 Everything is cached under benchmarks/out/quality: rerunning resumes where it stopped.
 """
@@ -50,6 +51,8 @@ LEVELS = [16, 128, 1024]
 WINDOW, SEQ_LEN, BATCH = 256, 128, 16
 HOLDOUT_EVERY = 400
 CHUNK_CHARS = 2000
+EMBEDDER_SUBSET_EVERY = 30  # the pool subset for the minilm-vs-lsi ablation (~10 MB)
+EMBEDDER_LEVELS = [16, 128]
 EVAL_BATCHES = 20
 
 
@@ -121,14 +124,15 @@ def tokenizer_path(pool: list[str]) -> str:
     return path
 
 
-def main_index(pool: list[str], tokenizer: str, processes: int) -> CISIndex:
-    path = os.path.join(WORK, 'index')
+def pool_index(path: str, pool: list[str], tokenizer: str, processes: int, embedder: str = 'lsi',
+               levels: list[int] | None = None) -> CISIndex:
+    """An index of `pool` at `path` (built once): 256-token windows, 128-token samples."""
     if not os.path.exists(path):
-        log(f'indexing the pool on {processes} process(es)')
+        log(f'indexing {path} with {embedder} on {processes} process(es)')
         launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes)]
                     if processes > 1 else [sys.executable])
-        subprocess.run(launcher + ['-m', 'cis_stream.index', *pool, '--out', path, '--embedder', 'lsi',
-                                   '--levels', ','.join(map(str, LEVELS)), '--window', str(WINDOW),
+        subprocess.run(launcher + ['-m', 'cis_stream.index', *pool, '--out', path, '--embedder', embedder,
+                                   '--levels', ','.join(map(str, levels or LEVELS)), '--window', str(WINDOW),
                                    '--seq-len', str(SEQ_LEN), '--tokenizer', tokenizer], check=True)
     return CISIndex.open(path)
 
@@ -296,7 +300,7 @@ class Bench:
         os.makedirs(WORK, exist_ok=True)
         self.pool, self.generalist_test = prepare_pool(self.corpus)
         self.tokenizer = tokenizer_path(self.pool)
-        self.index = main_index(self.pool, self.tokenizer, args.processes)
+        self.index = pool_index(os.path.join(WORK, 'index'), self.pool, self.tokenizer, args.processes)
         totals = self.index.manifest['totals']
         self.chars_per_token = totals['input_bytes'] / totals['tokens']
         self.evals = {d: self.corpus.split(d, 'test')[0] for d in self.corpus.domains}
@@ -410,6 +414,28 @@ class Bench:
                                    '--max-repeat', str(cap), '--tokens', str(budget_tokens(self.args.steps)))
             self.run('max-repeat', f'cis@{len(LEVELS) - 1} max-repeat {cap}', domain, self.index.root, weights, seed)
 
+    def embedders(self) -> None:
+        """minilm (the paper's SBERT) against lsi, on a 1-in-EMBEDDER_SUBSET_EVERY subset of the pool.
+
+        minilm embeds ~30-50 windows/s on 2 CPU cores, so the whole pool would take hours; both
+        indexes cover the same subset documents, with a 16 -> 128 tree, and one uniform run is the
+        reference (uniform draws the same samples from either index).
+        """
+        seed = self.args.seeds[0]
+        subset = os.path.join(WORK, 'embedders', 'pool.jsonl')
+        if not os.path.exists(subset):
+            os.makedirs(os.path.dirname(subset), exist_ok=True)
+            write_jsonl(subset, (t for t in texts_of(self.pool) if stable_hash(t) % EMBEDDER_SUBSET_EVERY == 0))
+        indexes = {name: pool_index(os.path.join(WORK, 'embedders', f'index-{name}'), [subset], self.tokenizer, 1,
+                                    name, EMBEDDER_LEVELS) for name in ('lsi', 'minilm')}
+        self.run('embedder', 'uniform (subset)', 'all', indexes['lsi'].root, None, seed)
+        for domain in self.corpus.domains:
+            for name, index in indexes.items():
+                weights = weights_file(index, f'embedder-{name}-{domain}', self.corpus.split(domain, 'train'))
+                with open(weights, encoding='utf-8') as handle:
+                    level = json.load(handle)['level']
+                self.run('embedder', f'cis {name}', domain, index.root, weights, seed, level=level)
+
     def save(self) -> None:
         with open(os.path.join(WORK, 'results.json'), 'w', encoding='utf-8') as handle:
             json.dump({'corpus_manifest_sha256': self.corpus.manifest['manifest_sha256'], 'steps': self.args.steps,
@@ -429,7 +455,7 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks',
+    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks,embedders',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--levels', default=','.join(map(str, LEVELS)), help='tree of the pool index')
@@ -439,7 +465,7 @@ def main() -> None:
     bench = Bench(args)
     for part in args.only.split(','):
         {'main': bench.main_table, 'dsir_chunks': bench.dsir_chunks, 'multitask': bench.multitask, 'continued': bench.continued,
-         'ablations': bench.ablations, 'report': lambda: None}[part]()
+         'ablations': bench.ablations, 'embedders': bench.embedders, 'report': lambda: None}[part]()
     log(f'done: {len(bench.rows)} runs')
     print(report(list(bench.rows.values()), bench.corpus.domains))
 

@@ -57,7 +57,10 @@ PACK_CHUNK_WINDOWS = 1024
 ASSIGN_BATCH = 65536
 # Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
 # 10,000 windows fit 128 LSI dimensions well; the randomized SVD's cost grows with the sample.
-EMBEDDER_FIT_SAMPLE = 10000
+# The lsi fit sample is counted in tokens (IDF and SVD statistics come from the text, not the
+# window count): 2.56M tokens, i.e. 10,000 windows of 256 tokens or 2,500 of 1,024, within these bounds.
+EMBEDDER_FIT_TOKENS = 2_560_000
+EMBEDDER_FIT_WINDOWS = (1000, 10000)
 TREE_FIT_POINTS_PER_LEAF = 40
 TREE_FIT_MIN_SAMPLE = 100000
 # Parts (the unit of work and of resumption): about 1/64 of the corpus, within these bounds.
@@ -79,7 +82,7 @@ class IndexOptions:
     eos_token: str | None = None
     text_field: str = 'text'
     seed: int = 0
-    embedder_fit_sample: int = EMBEDDER_FIT_SAMPLE
+    embedder_fit_sample: int | None = None  # windows; default from EMBEDDER_FIT_TOKENS
     tree_fit_sample: int | None = None
     max_doc_bytes: int = MAX_DOC_BYTES
     # Decontamination (decontam.py): eval files whose text must not be indexed.
@@ -390,6 +393,8 @@ class _Job:
         part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
         self.mine = balanced_split(part_bytes, group.world)[group.rank]
         self.seq_len = options.seq_len or options.window
+        low, high = EMBEDDER_FIT_WINDOWS
+        self.embedder_fit_sample = options.embedder_fit_sample or min(high, max(low, EMBEDDER_FIT_TOKENS // options.window))
         self.timings: dict[str, float] = {}
         self._open_job(restart)
 
@@ -499,7 +504,7 @@ class _Job:
             if fitted.needs_fit:
                 total = int(self.window_counts.sum())
                 rng = np.random.default_rng(options.seed)
-                sample = np.sort(rng.choice(total, min(total, options.embedder_fit_sample), replace=False))
+                sample = np.sort(rng.choice(total, min(total, self.embedder_fit_sample), replace=False))
                 texts = [text for part, rows in self._global_rows(sample)
                          for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
                 with one_thread():
@@ -619,7 +624,7 @@ class _Job:
             'embedder': {'name': options.embedder, 'config': embedder.config()},
             'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': self.seq_len,
             'levels': list(options.levels), 'seed': options.seed, 'text_field': options.text_field,
-            'embedder_fit_sample': options.embedder_fit_sample, 'tree_fit_sample': int(tree_sample),
+            'embedder_fit_sample': self.embedder_fit_sample, 'tree_fit_sample': int(tree_sample),
             'token_column': tokenizer.token_dtype, 'max_doc_bytes': options.max_doc_bytes,
         }
         return {

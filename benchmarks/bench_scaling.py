@@ -1,0 +1,116 @@
+"""Indexer scaling and memory: time and peak RSS at 3 corpus sizes and 2 tree sizes (issue 5).
+
+    .venv/bin/python benchmarks/bench_scaling.py [--sizes 30 100 300] [--trees 16,256 64,4096]
+
+The corpora are the 30/100/300 MB subsets of the quality benchmark's generalist pool
+(`python -m benchmarks.corpus.build`), each cut into files of about 8 MB, as a real corpus would
+come. Each `cis-stream index` (default options: lsi, 1024-token windows) runs in its own process;
+its wall time, stage timings (from the manifest) and peak RSS (`wait4`'s ru_maxrss) are recorded.
+In the same run, the baseline: bare `tokenizers` GPT-2 BPE `encode_batch` over the same documents
+in its own process (the floor any indexer that makes training tokens pays; linear in the text).
+The exponent b of time = a * MB^b is fitted by least squares on the log-log points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import OUT, split_corpus  # noqa: E402
+
+SUBSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus', 'cache', 'corpus', 'subsets')
+FILE_MB = 8
+STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
+
+# The baseline, run as `python -c`: tokenise every document of the files, 256 at a time.
+TOKENIZE_ONLY = '''
+import json, sys
+from cis_stream.tokens import load_tokenizer
+tokenizer = load_tokenizer().tokenizer
+for path in sys.argv[1:]:
+    with open(path, encoding="utf-8") as handle:
+        batch = []
+        for line in handle:
+            batch.append(json.loads(line)["text"])
+            if len(batch) == 256:
+                tokenizer.encode_batch(batch, add_special_tokens=False)
+                batch = []
+        tokenizer.encode_batch(batch, add_special_tokens=False)
+'''
+
+
+def measure(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if status:
+        raise SystemExit(f'{command[:4]} failed: {process.stderr.read().decode()[-3000:]}')
+    return wall, usage.ru_maxrss / 1024
+
+
+def exponent(sizes: list[float], seconds: list[float]) -> float:
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[30, 100, 300])
+    parser.add_argument('--trees', nargs='+', default=['16,256', '64,4096'], help='levels of each tree')
+    args = parser.parse_args()
+    rows = []
+    work = tempfile.mkdtemp(prefix='bench-scaling-')
+    for size in args.sizes:
+        source = os.path.join(SUBSETS, f'pool_{size}mb.jsonl.zst')
+        if not os.path.exists(source):
+            raise SystemExit(f'{source} is missing: build it with `python -m benchmarks.corpus.build`')
+        folder = split_corpus(source, max(1, size // FILE_MB))
+        files = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+        megabytes = sum(os.path.getsize(f) for f in files) / 1e6
+        wall, rss = measure([sys.executable, '-c', TOKENIZE_ONLY, *files])
+        rows.append({'size_mb': megabytes, 'what': 'tokenize only', 'wall': wall, 'rss_mb': rss})
+        print(f'{megabytes:.0f} MB: tokenize only {wall:.1f} s, {rss:.0f} MB RSS', flush=True)
+        for tree in args.trees:
+            out = os.path.join(work, 'index')
+            shutil.rmtree(out, ignore_errors=True)
+            wall, rss = measure([sys.executable, '-m', 'cis_stream.index', folder, '--out', out, '--levels', tree])
+            with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
+                manifest = json.load(handle)
+            rows.append({'size_mb': megabytes, 'what': f'index {tree}', 'wall': wall, 'rss_mb': rss,
+                         'windows': manifest['totals']['windows'], **manifest['timings']})
+            print(f'{megabytes:.0f} MB: index {tree} {wall:.1f} s, {rss:.0f} MB RSS', flush=True)
+    shutil.rmtree(work)
+    with open(os.path.join(OUT, 'bench_scaling.json'), 'w', encoding='utf-8') as handle:
+        json.dump(rows, handle, indent=1)
+    report(rows)
+
+
+def report(rows: list[dict]) -> None:
+    print('\n| corpus (MB) | run | wall (s) | MB/s | peak RSS (MB) | ' + ' | '.join(STAGES[:-1]) + ' |')
+    print('|---|---|---|---|---|' + '---|' * (len(STAGES) - 1))
+    for row in rows:
+        stages = ' | '.join(f'{row[s]:.1f}' if s in row else '-' for s in STAGES[:-1])
+        print(f"| {row['size_mb']:.0f} | {row['what']} | {row['wall']:.1f} | {row['size_mb'] / row['wall']:.2f} | "
+              f"{row['rss_mb']:.0f} | {stages} |")
+    print('\n| run | exponent b of wall = a * MB^b | exponent of total (manifest) | peak RSS, smallest -> largest (MB) |')
+    print('|---|---|---|---|')
+    for what in dict.fromkeys(row['what'] for row in rows):
+        mine = [row for row in rows if row['what'] == what]
+        sizes = [row['size_mb'] for row in mine]
+        total = f"{exponent(sizes, [row['total'] for row in mine]):.2f}" if 'total' in mine[0] else '-'
+        print(f"| {what} | {exponent(sizes, [row['wall'] for row in mine]):.2f} | {total} | "
+              f"{mine[0]['rss_mb']:.0f} -> {mine[-1]['rss_mb']:.0f} |")
+
+
+if __name__ == '__main__':
+    main()
