@@ -450,7 +450,7 @@ def windows_per_doc(index: CISIndex, texts: list[str]) -> np.ndarray:
 def main() -> None:
     global WORK, LEVELS  # --work and --levels replace the defaults (a smoke run on a small corpus)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--corpus', default=os.path.join(ROOT, 'benchmarks', 'corpus', 'cache'))
+    parser.add_argument('--corpus', default=os.path.join(ROOT, 'benchmarks', 'corpus', 'cache', 'corpus'))
     parser.add_argument('--steps', type=int, default=300)
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')

@@ -50,8 +50,11 @@ from cis_stream.tree import Tree, check_levels, fit_tree
 
 log = logging.getLogger(__name__)
 
-# Documents tokenised together (one tokenizer.encode_batch call); windows packed per chunk.
+# Documents tokenised together (one tokenizer.encode_batch call): up to this many, and up to this
+# much text, so that memory is set by the batch and not by how long the documents happen to be.
 READ_BATCH_DOCS = 256
+READ_BATCH_CHARS = 2_000_000
+# Windows packed per chunk.
 PACK_CHUNK_WINDOWS = 1024
 # Windows assigned down the tree per call.
 ASSIGN_BATCH = 65536
@@ -160,15 +163,18 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
         inputs[doc.path]['excluded'] += 1
     reasons: dict[str, int] = {}
     batch: list[Document] = []
+    batch_chars = 0
     hashes = array('Q')  # of every indexed document's text, to count exact duplicates
     indexed = 0
 
     def flush():
+        nonlocal batch_chars
         windows = make_windows(tokenizer, [doc.text for doc in batch], options.window)
         if screen:
             windows = screen.screen(batch, windows, exclude)
         spool.append(windows, np.arange(indexed - len(batch), indexed))
         batch.clear()
+        batch_chars = 0
 
     with open(os.path.join(directory, REJECTS_FILE), 'w', encoding='utf-8') as rejects:
         for path in files:
@@ -180,7 +186,8 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
                     indexed += 1
                     hashes.append(text_hash(item.text))
                     batch.append(item)
-                    if len(batch) >= READ_BATCH_DOCS:
+                    batch_chars += len(item.text)
+                    if len(batch) >= READ_BATCH_DOCS or batch_chars >= READ_BATCH_CHARS:
                         flush()
                     continue
                 if strict:

@@ -312,6 +312,14 @@ def test_fingerprint_ignores_where_the_inputs_and_index_live(small_index, small_
     assert index.fingerprint == small_index.fingerprint
 
 
+@pytest.mark.parametrize('docs, chars', [(3, 10 ** 9), (10 ** 9, 500)], ids=['by-count', 'by-text'])
+def test_read_batch_size_does_not_change_the_index(small_index, small_corpus, out_dir, monkeypatch, docs, chars):
+    """Read batches only bound memory: cut by document count or by text size, the index is the same."""
+    monkeypatch.setattr(index_module, 'READ_BATCH_DOCS', docs)
+    monkeypatch.setattr(index_module, 'READ_BATCH_CHARS', chars)
+    assert build_index([small_corpus.root], out_dir, **SMALL_OPTIONS).fingerprint == small_index.fingerprint
+
+
 def test_fingerprint_ignores_where_the_tokenizer_file_lives(small_corpus, tmp_path):
     """Same tokenizer.json bytes in two folders must give the same index fingerprint."""
     gpt2 = load_tokenizer()
