@@ -1,6 +1,6 @@
 """Quality: does training on the CIS mixture beat the alternatives on real specialist text?
 
-    .venv/bin/python benchmarks/corpus/build.py                  # the corpus (cached)
+    .venv/bin/python -m benchmarks.corpus.build                  # the corpus (cached)
     .venv/bin/python benchmarks/quality.py [--steps 300] [--seeds 17] [--only main,multitask,...]
 
 Out-of-pool setting: the generalist pool is the corpus's common pool (no text of any specialist
@@ -14,13 +14,15 @@ d_model 128, 2 layers) for the same steps, batch and seed with `train.py` (Compo
   cis           the CIS mixture, default level rule; cis@L at each tree level L
   dsir          DSIR (data-selection HashedNgramDSIR importance weights over the pool documents,
                 then Gumbel top-k sampling up to the training token budget)
+  dsir-chunks   the same, on the pool documents cut into ~2,000-character pieces
   classifier    logistic regression on the index's own lsi embeddings (specialist train vs
                 pool), pool documents sampled by p/(1-p) up to the token budget
   specialist    the specialist train split alone, repeated
 
 plus a two-domain mixture, continued pretraining (a uniform checkpoint continued on CIS vs on
 uniform), and ablations (tree level x specialist-set size, smoothing, max-repeat, and the embedder:
-minilm against lsi on a ~10 MB subset of the pool, `--only embedders`). Selected
+minilm against lsi on a ~10 MB subset of the pool, `--only embedders`), and the in-pool setting
+(`--only in_pool`: the pool plus every domain's `rest` documents, uniform against CIS). Selected
 documents are trained on through a one-cluster index, so every method uses the same loader.
 Everything is cached under benchmarks/out/quality: rerunning resumes where it stopped.
 """
@@ -350,30 +352,32 @@ class Bench:
             return one_cluster_index(name, chosen, self.tokenizer)
         return os.path.join(WORK, 'selected', name)
 
+    def wanted(self, method: str) -> bool:
+        return not self.args.methods or method in self.args.methods
+
     def main_table(self) -> None:
         for seed in self.args.seeds:
-            self.run('main', 'uniform', 'all', self.index.root, None, seed)
+            if self.wanted('uniform'):
+                self.run('main', 'uniform', 'all', self.index.root, None, seed)
             for domain in self.corpus.domains:
                 train_split = self.corpus.split(domain, 'train')
                 default = weights_file(self.index, f'{domain}-default', train_split)
                 with open(default, encoding='utf-8') as handle:
                     level = json.load(handle)['level']
-                self.run('main', 'cis', domain, self.index.root, default, seed, level=level)
+                if self.wanted('cis'):
+                    self.run('main', 'cis', domain, self.index.root, default, seed, level=level)
                 for other in range(len(LEVELS)):
-                    if other != level:
+                    if other != level and self.wanted(f'cis@{other}'):
                         self.run('main', f'cis@{other}', domain, self.index.root,
                                  weights_file(self.index, f'{domain}-L{other}', train_split, '--level', str(other)),
                                  seed, level=other)
-                self.run('main', 'dsir', domain, self.selection('dsir', domain, seed), None, seed)
-                self.run('main', 'classifier', domain, self.selection('classifier', domain, seed), None, seed)
-                self.run('main', 'specialist', domain,
-                         one_cluster_index(f'specialist-{domain}', texts_of(train_split), self.tokenizer), None, seed)
-
-    def dsir_chunks(self) -> None:
-        """DSIR on ~2,000-character pieces of the pool documents instead of whole documents."""
-        seed = self.args.seeds[0]
-        for domain in self.corpus.domains:
-            self.run('main', 'dsir-chunks', domain, self.selection('dsir-chunks', domain, seed), None, seed)
+                for method in ('dsir', 'dsir-chunks', 'classifier'):
+                    if self.wanted(method):
+                        self.run('main', method, domain, self.selection(method, domain, seed), None, seed)
+                if self.wanted('specialist'):
+                    self.run('main', 'specialist', domain,
+                             one_cluster_index(f'specialist-{domain}', texts_of(train_split), self.tokenizer),
+                             None, seed)
 
     def multitask(self) -> None:
         a, b = self.corpus.domains[:2]
@@ -429,12 +433,35 @@ class Bench:
         indexes = {name: pool_index(os.path.join(WORK, 'embedders', f'index-{name}'), [subset], self.tokenizer, 1,
                                     name, EMBEDDER_LEVELS) for name in ('lsi', 'minilm')}
         self.run('embedder', 'uniform (subset)', 'all', indexes['lsi'].root, None, seed)
+        budget = str(budget_tokens(self.args.steps))
         for domain in self.corpus.domains:
             for name, index in indexes.items():
-                weights = weights_file(index, f'embedder-{name}-{domain}', self.corpus.split(domain, 'train'))
-                with open(weights, encoding='utf-8') as handle:
-                    level = json.load(handle)['level']
-                self.run('embedder', f'cis {name}', domain, index.root, weights, seed, level=level)
+                # The subset is small, so a concentrated mixture repeats its clusters many times;
+                # the max-repeat 2 rows compare the two clusterings with that effect capped.
+                for label, extra in (('', ()), (' max-repeat 2', ('--max-repeat', '2', '--tokens', budget))):
+                    weights = weights_file(index, f'embedder-{name}-{domain}{label.replace(" ", "-")}',
+                                           self.corpus.split(domain, 'train'), *extra)
+                    with open(weights, encoding='utf-8') as handle:
+                        chosen = json.load(handle)
+                    self.run('embedder', f'cis {name}{label}', domain, index.root, weights, seed,
+                             level=chosen['level'], ess=round(chosen['ess_fraction'], 3))
+
+    def in_pool(self) -> None:
+        """The in-pool setting: the pool plus every domain's `rest` documents, indexed together.
+
+        The specialist train/validation/test splits stay out; CIS then has real in-domain text in
+        the pool to find, and uniform dilutes it with the rest of the pool.
+        """
+        seed = self.args.seeds[0]
+        extra = [f for f in self.corpus.manifest['settings'][self.corpus.domains[0]]['in_pool'] if not f.startswith('pool/')]
+        index = pool_index(os.path.join(WORK, 'index-in-pool'), self.pool + self.corpus.files(extra), self.tokenizer,
+                           self.args.processes)
+        self.run('in-pool', 'uniform', 'all', index.root, None, seed)
+        for domain in self.corpus.domains:
+            weights = weights_file(index, f'in-pool-{domain}', self.corpus.split(domain, 'train'))
+            with open(weights, encoding='utf-8') as handle:
+                level = json.load(handle)['level']
+            self.run('in-pool', 'cis', domain, index.root, weights, seed, level=level)
 
     def save(self) -> None:
         with open(os.path.join(WORK, 'results.json'), 'w', encoding='utf-8') as handle:
@@ -455,26 +482,31 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--only', default='main,multitask,continued,ablations,dsir_chunks,embedders',
+    parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
+    parser.add_argument('--methods', type=lambda s: s.split(','), default=None,
+                        help='main-table methods to run, e.g. uniform,cis,dsir,dsir-chunks (default: all)')
     parser.add_argument('--levels', default=','.join(map(str, LEVELS)), help='tree of the pool index')
     parser.add_argument('--work', default=WORK, help='cache of every step (default: %(default)s)')
     args = parser.parse_args()
     WORK, LEVELS = args.work, [int(n) for n in args.levels.split(',')]
     bench = Bench(args)
     for part in args.only.split(','):
-        {'main': bench.main_table, 'dsir_chunks': bench.dsir_chunks, 'multitask': bench.multitask, 'continued': bench.continued,
-         'ablations': bench.ablations, 'embedders': bench.embedders, 'report': lambda: None}[part]()
+        {'main': bench.main_table, 'multitask': bench.multitask, 'continued': bench.continued,
+         'ablations': bench.ablations, 'embedders': bench.embedders, 'in_pool': bench.in_pool, 'report': lambda: None}[part]()
     log(f'done: {len(bench.rows)} runs')
     print(report(list(bench.rows.values()), bench.corpus.domains))
 
 
 def _cell(rows, domain, method, label):
-    """Mean over seeds; `cis@L` includes the default-rule run when it chose level L."""
+    """Mean over seeds (± half their range); `cis@L` includes the default-rule run when it chose level L."""
     found = [r['perplexity'][label] for r in rows if r['domain'] in (domain, 'all') and
              (r['method'] == method or (r['method'] == 'cis' and method == f"cis@{r.get('level')}"))]
-    return f'{np.mean(found):.1f}' if found else '–'
+    if not found:
+        return '–'
+    spread = f' ±{(max(found) - min(found)) / 2:.0f}' if len(found) > 1 else ''
+    return f'{np.mean(found):.1f}{spread}'
 
 
 def report(rows: list[dict], domains: list[str]) -> str:
@@ -485,14 +517,16 @@ def report(rows: list[dict], domains: list[str]) -> str:
     for label, title in (('{d}', 'specialist test perplexity'), ('generalist', 'generalist held-out perplexity')):
         methods = ['uniform', 'cis'] + [f'cis@{l}' for l in levels] + ['dsir', 'dsir-chunks', 'classifier',
                                                                          'specialist']
-        out.append(f'\n**{title}** (lower is better; mean over seeds)\n')
+        out.append(f'\n**{title}** (lower is better; mean over seeds, ± half the range between seeds)\n')
         out.append('| domain | ' + ' | '.join(methods) + ' | best CIS level (validation) |')
         out.append('|---' * (len(methods) + 2) + '|')
         for d in domains:
             cells = [_cell(main, d, m, label.format(d=d)) for m in methods]
-            by_level = {r['level']: r['perplexity'][f'{d}_validation'] for r in main
-                        if r['domain'] == d and 'level' in r}
-            best = min(by_level, key=by_level.get) if by_level else '–'
+            by_level: dict[int, list[float]] = {}
+            for r in main:
+                if r['domain'] == d and 'level' in r:
+                    by_level.setdefault(r['level'], []).append(r['perplexity'][f'{d}_validation'])
+            best = min(by_level, key=lambda level: np.mean(by_level[level])) if by_level else '–'
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
     other = [r for r in rows if r['table'] != 'main']
     if other:
@@ -515,7 +549,11 @@ def _plots(rows, domains, levels) -> None:
     main = [r for r in rows if r['table'] == 'main']
     fig, ax = plt.subplots(figsize=(6, 4))
     for d in domains:
-        points = sorted((r['level'], r['perplexity'][d]) for r in main if r['domain'] == d and 'level' in r)
+        per_level: dict[int, list[float]] = {}
+        for r in main:
+            if r['domain'] == d and 'level' in r:
+                per_level.setdefault(r['level'], []).append(r['perplexity'][d])
+        points = sorted((level, float(np.mean(p))) for level, p in per_level.items())  # mean over seeds
         if points:
             xs = [LEVELS[l] for l, _ in points]
             line, = ax.plot(xs, [p for _, p in points], marker='o', label=f'{d} (CIS)')

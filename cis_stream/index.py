@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from cis_stream import decontam
 from cis_stream.dist import Group, balanced_split, one_thread, share_cores
 from cis_stream.duplicates import count_duplicates, text_hash
-from cis_stream.embedders import Embedder, load_embedder, make_embedder
+from cis_stream.embedders import Embedder, embedder_class, load_embedder, make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
                                  canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
@@ -61,7 +61,8 @@ ASSIGN_BATCH = 65536
 # Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
 # 10,000 windows fit 128 LSI dimensions well; the randomized SVD's cost grows with the sample.
 # The lsi fit sample is counted in tokens (IDF and SVD statistics come from the text, not the
-# window count): 2.56M tokens, i.e. 10,000 windows of 256 tokens or 2,500 of 1,024, within these bounds.
+# window count): random windows until 2.56M tokens (e.g. 10,000 full windows of 256 tokens or 2,500
+# of 1,024), never fewer than 1,000 or more than 10,000 windows.
 EMBEDDER_FIT_TOKENS = 2_560_000
 EMBEDDER_FIT_WINDOWS = (1000, 10000)
 TREE_FIT_POINTS_PER_LEAF = 40
@@ -85,7 +86,7 @@ class IndexOptions:
     eos_token: str | None = None
     text_field: str = 'text'
     seed: int = 0
-    embedder_fit_sample: int | None = None  # windows; default from EMBEDDER_FIT_TOKENS
+    embedder_fit_sample: int | None = None  # windows; by default, EMBEDDER_FIT_TOKENS worth
     tree_fit_sample: int | None = None
     max_doc_bytes: int = MAX_DOC_BYTES
     # Decontamination (decontam.py): eval files whose text must not be indexed.
@@ -400,8 +401,7 @@ class _Job:
         part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
         self.mine = balanced_split(part_bytes, group.world)[group.rank]
         self.seq_len = options.seq_len or options.window
-        low, high = EMBEDDER_FIT_WINDOWS
-        self.embedder_fit_sample = options.embedder_fit_sample or min(high, max(low, EMBEDDER_FIT_TOKENS // options.window))
+        self.embedder_fit_sample: int | None = None  # windows the embedder was fit on (rank 0)
         self.timings: dict[str, float] = {}
         self._open_job(restart)
 
@@ -506,12 +506,13 @@ class _Job:
         """Rank 0 fits on a seeded sample of windows and saves the state; every rank loads it."""
         options, path = self.options, os.path.join(self.staging, EMBEDDER_DIR)
         fitted = None
+        needs_fit = embedder_class(options.embedder).needs_fit
+        if self.group.leader and needs_fit:
+            sample = self._embedder_fit_rows()  # cheap: recomputed when resuming, for the manifest
+            self.embedder_fit_sample = len(sample)
         if self.group.leader and not os.path.exists(path):
             fitted = make_embedder(options.embedder, **options.embedder_config)
-            if fitted.needs_fit:
-                total = int(self.window_counts.sum())
-                rng = np.random.default_rng(options.seed)
-                sample = np.sort(rng.choice(total, min(total, self.embedder_fit_sample), replace=False))
+            if needs_fit:
                 texts = [text for part, rows in self._global_rows(sample)
                          for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
                 with one_thread():
@@ -523,6 +524,20 @@ class _Job:
             os.replace(tmp, path)
         self.group.barrier()
         return fitted or load_embedder(options.embedder, options.embedder_config, path)
+
+    def _embedder_fit_rows(self) -> np.ndarray:
+        """Sorted global window numbers of the embedder's seeded fit sample (see EMBEDDER_FIT_TOKENS)."""
+        total = int(self.window_counts.sum())
+        rng = np.random.default_rng(self.options.seed)
+        if self.options.embedder_fit_sample:
+            return np.sort(rng.choice(total, min(total, self.options.embedder_fit_sample), replace=False))
+        low, high = EMBEDDER_FIT_WINDOWS
+        candidates = rng.choice(total, min(total, high), replace=False)  # in random order
+        rows = np.sort(candidates)
+        lengths = np.concatenate([WindowSpool.open(self.part_dir(part)).lengths[local]
+                                  for part, local in self._global_rows(rows)])[np.searchsorted(rows, candidates)]
+        count = max(low, int(np.searchsorted(np.cumsum(lengths), EMBEDDER_FIT_TOKENS)) + 1)
+        return np.sort(candidates[:count])
 
     def _fit_tree(self) -> tuple[Tree, int]:
         """Rank 0 fits the tree on a seeded sample of embeddings; every rank loads it."""
