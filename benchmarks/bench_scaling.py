@@ -5,7 +5,7 @@
 The corpora are the 30/100/300 MB subsets of the quality benchmark's generalist pool
 (`python -m benchmarks.corpus.build`), each cut into files of about 8 MB, as a real corpus would
 come. Each `cis-stream index` (default options: lsi, 1024-token windows) runs in its own process;
-its wall time, stage timings (from the manifest) and peak RSS (`wait4`'s ru_maxrss) are recorded.
+its wall time, stage timings (from the manifest) and peak RSS (VmHWM) are recorded.
 In the same run, the baseline: bare `tokenizers` GPT-2 BPE `encode_batch` over the same documents
 in its own process (the floor any indexer that makes training tokens pays; linear in the text).
 The exponent b of time = a * MB^b is fitted by least squares on the log-log points.
@@ -29,6 +29,7 @@ from common import OUT, split_corpus  # noqa: E402
 
 SUBSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus', 'cache', 'corpus', 'subsets')
 FILE_MB = 8
+POLL = 0.05  # seconds between peak-RSS readings
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
 
 # The baseline, run as `python -c`: tokenise every document of the files, 256 at a time.
@@ -48,15 +49,37 @@ for path in sys.argv[1:]:
 '''
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's own high-water RSS (VmHWM), or None once it has exited."""
+    try:
+        with open(f'/proc/{pid}/status', encoding='ascii') as handle:
+            for line in handle:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def measure(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if status:
-        raise SystemExit(f'{command[:4]} failed: {process.stderr.read().decode()[-3000:]}')
-    return wall, usage.ru_maxrss / 1024
+    """(wall seconds, peak RSS in MB) of one child process.
+
+    The peak is polled from /proc (VmHWM never decreases, so the last reading is the peak, give or
+    take the last POLL seconds). Not `wait4`'s ru_maxrss: a forked child inherits the parent's
+    RSS into it, which would count this script's own memory.
+    """
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, peak_rss_mb(process.pid) or 0.0)
+            time.sleep(POLL)
+        wall = time.perf_counter() - start
+        if process.returncode:
+            log.seek(0)
+            raise SystemExit(f'{command[:4]} failed: {log.read().decode(errors="replace")[-3000:]}')
+    return wall, peak
 
 
 def exponent(sizes: list[float], seconds: list[float]) -> float:

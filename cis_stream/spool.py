@@ -63,11 +63,17 @@ class WindowSpool:
     def _attach(self, table: np.ndarray) -> None:
         self.table = table
         self.count = len(table)
-        tokens, texts = os.path.join(self.directory, TOKENS), os.path.join(self.directory, TEXTS)
-        self.tokens = (np.memmap(tokens, dtype=np.int32, mode='r') if os.path.getsize(tokens)
-                       else np.zeros(0, np.int32))
-        self.text_data = (np.memmap(texts, dtype=np.uint8, mode='r') if os.path.getsize(texts)
-                          else np.zeros(0, np.uint8))
+
+    def _read(self, name: str, itemsize: int, spans) -> list[bytes]:
+        """The (start, count) item spans of file `name`, each as bytes.
+
+        Plain reads, opened per call: a memory map kept open per part would hold a file handle each
+        (a large build has thousands of parts) and keep every page it touched counted in the
+        process's RSS until the end of the build.
+        """
+        with open(os.path.join(self.directory, name), 'rb', buffering=0) as handle:
+            fd = handle.fileno()
+            return [os.pread(fd, int(n) * itemsize, int(s) * itemsize) for s, n in spans]
 
     @property
     def doc(self) -> np.ndarray:
@@ -78,10 +84,10 @@ class WindowSpool:
         return self.table[:, 2]
 
     def texts(self, rows: np.ndarray) -> list[str]:
-        return [bytes(self.text_data[s:s + n]).decode('utf-8') for s, n in self.table[rows][:, 3:5]]
+        return [data.decode('utf-8') for data in self._read(TEXTS, 1, self.table[rows][:, 3:5])]
 
     def eos_joined_tokens(self, rows: np.ndarray, eos_id: int) -> np.ndarray:
         """The tokens of `rows` in order, each window followed by one EOS token."""
-        eos = np.array([eos_id], dtype=np.int32)
-        starts, lens = self.table[rows, 1], self.table[rows, 2]
-        return np.concatenate([part for s, n in zip(starts, lens) for part in (self.tokens[s:s + n], eos)])
+        eos = np.int32(eos_id).tobytes()
+        windows = self._read(TOKENS, 4, self.table[rows][:, 1:3])
+        return np.frombuffer(eos.join(windows) + eos, dtype=np.int32) if windows else np.zeros(0, np.int32)
