@@ -219,18 +219,26 @@ def dsir_log_weights(pool: list[str], targets: dict[str, list[str]], name: str =
     model per domain against the same raw model, exactly what a DSIR run per domain computes)."""
     from data_selection import HashedNgramDSIR
     cache = os.path.join(WORK, name)
-    path = os.path.join(cache, 'log_weights.npy')
+    path, names = os.path.join(cache, 'log_weights.npy'), os.path.join(cache, 'domains.json')
     domains = list(targets)
-    if not os.path.exists(path):
-        dsir = HashedNgramDSIR(pool, [targets[d][0] for d in domains], cache_dir=cache, num_proc=2,
-                               target_load_dataset_fn=read_records, min_example_length=1, separate_targets=True)
-        dsir.fit_importance_estimator(num_tokens_to_fit='auto')
-        dsir.compute_importance_weights()
-        shards = dsir._get_virtually_sharded_datasets(pool)
-        logw = np.concatenate([np.load(os.path.join(dsir.log_importance_weights_dir, f'{i}.npy'))
-                               for i in range(len(shards))])
-        np.save(path, logw.reshape(len(logw), len(domains)))
-    logw = np.load(path)
+    if os.path.exists(path):
+        with open(names, encoding='utf-8') as handle:
+            cached = json.load(handle)  # the columns, by domain name: --domains may differ per run
+        if set(domains) - set(cached):
+            raise SystemExit(f'{cache} holds DSIR weights for {cached} only: delete it to recompute for {domains}')
+        logw = np.load(path)
+        return {d: logw[:, cached.index(d)] for d in domains}
+    dsir = HashedNgramDSIR(pool, [targets[d][0] for d in domains], cache_dir=cache, num_proc=2,
+                           target_load_dataset_fn=read_records, min_example_length=1, separate_targets=True)
+    dsir.fit_importance_estimator(num_tokens_to_fit='auto')
+    dsir.compute_importance_weights()
+    shards = dsir._get_virtually_sharded_datasets(pool)
+    logw = np.concatenate([np.load(os.path.join(dsir.log_importance_weights_dir, f'{i}.npy'))
+                           for i in range(len(shards))])
+    logw = logw.reshape(len(logw), len(domains))
+    with open(names, 'w', encoding='utf-8') as handle:
+        json.dump(domains, handle)
+    np.save(path, logw)
     return {d: logw[:, i] for i, d in enumerate(domains)}
 
 
@@ -401,7 +409,7 @@ class Bench:
         seed, domain = self.args.seeds[0], self.args.ablation_domain
         texts = texts_of(self.corpus.split(domain, 'train') + self.corpus.split(domain, 'rest'))
         windows = windows_per_doc(self.index, texts)
-        for size in (100, 1000):
+        for size in (100, 300, 1000):
             count = int(np.searchsorted(np.cumsum(windows), size)) + 1
             sample = write_jsonl(os.path.join(WORK, f'{domain}-spec{size}.jsonl'), texts[:count])
             actual = int(sum(windows[:count]))
