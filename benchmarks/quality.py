@@ -509,7 +509,7 @@ def main() -> None:
 
 def _cell(rows, domain, method, label):
     """Mean over seeds (± half their range); `cis@L` includes the default-rule run when it chose level L."""
-    found = [r['perplexity'][label] for r in rows if r['domain'] in (domain, 'all') and
+    found = [r['perplexity'][label] for r in rows if r['domain'] in (domain, 'all') and label in r['perplexity'] and
              (r['method'] == method or (r['method'] == 'cis' and method == f"cis@{r.get('level')}"))]
     if not found:
         return '–'
@@ -543,7 +543,7 @@ def report(rows: list[dict], domains: list[str]) -> str:
         for r in other:
             extra = {k: v for k, v in r.items() if k in ('level', 'specialist_windows')}
             out.append(f"| {r['table']} | {r['method']} | {r['domain']} | "
-                       + ' | '.join(f"{r['perplexity'][d]:.1f}" for d in domains)
+                       + ' | '.join(f"{r['perplexity'][d]:.1f}" if d in r['perplexity'] else '–' for d in domains)
                        + f" | {r['perplexity']['generalist']:.1f} | {extra or ''} |")
     _plots(rows, domains, levels)
     return '\n'.join(out)
@@ -565,7 +565,7 @@ def _plots(rows, domains, levels) -> None:
         if points:
             xs = [LEVELS[l] for l, _ in points]
             line, = ax.plot(xs, [p for _, p in points], marker='o', label=f'{d} (CIS)')
-            uniform = [r['perplexity'][d] for r in main if r['method'] == 'uniform']
+            uniform = [r['perplexity'][d] for r in main if r['method'] == 'uniform' and d in r['perplexity']]
             if uniform:
                 ax.axhline(np.mean(uniform), color=line.get_color(), linestyle=':', linewidth=1)
     ax.set_xscale('log')
