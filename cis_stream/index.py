@@ -59,10 +59,9 @@ PACK_CHUNK_WINDOWS = 1024
 # Windows assigned down the tree per call.
 ASSIGN_BATCH = 65536
 # Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
-# 10,000 windows fit 128 LSI dimensions well; the randomized SVD's cost grows with the sample.
-# The lsi fit sample is counted in tokens (IDF and SVD statistics come from the text, not the
-# window count): random windows until 2.56M tokens (e.g. 10,000 full windows of 256 tokens or 2,500
-# of 1,024), never fewer than 1,000 or more than 10,000 windows.
+# The lsi fit sample is counted in tokens, since IDF and SVD statistics come from the text, not the
+# window count (and the randomized SVD's cost grows with it): random windows until 2.56M tokens
+# (10,000 full windows of 256 tokens, 2,500 of 1,024), never fewer than 1,000 or more than 10,000.
 EMBEDDER_FIT_TOKENS = 2_560_000
 EMBEDDER_FIT_WINDOWS = (1000, 10000)
 TREE_FIT_POINTS_PER_LEAF = 40
