@@ -517,6 +517,15 @@ def _cell(rows, domain, method, label):
     return f'{np.mean(found):.1f}{spread}'
 
 
+def _by_level(main: list[dict], domain: str, label: str) -> dict[int, float]:
+    """CIS perplexity on `label` per tree level for `domain`, mean over seeds."""
+    per_level: dict[int, list[float]] = {}
+    for r in main:
+        if r['domain'] == domain and 'level' in r:
+            per_level.setdefault(r['level'], []).append(r['perplexity'][label])
+    return {level: float(np.mean(values)) for level, values in per_level.items()}
+
+
 def report(rows: list[dict], domains: list[str]) -> str:
     """Markdown tables of `rows` and the two PNG plots (written to benchmarks/plots/)."""
     main = [r for r in rows if r['table'] == 'main']
@@ -530,11 +539,8 @@ def report(rows: list[dict], domains: list[str]) -> str:
         out.append('|---' * (len(methods) + 2) + '|')
         for d in domains:
             cells = [_cell(main, d, m, label.format(d=d)) for m in methods]
-            by_level: dict[int, list[float]] = {}
-            for r in main:
-                if r['domain'] == d and 'level' in r:
-                    by_level.setdefault(r['level'], []).append(r['perplexity'][f'{d}_validation'])
-            best = min(by_level, key=lambda level: np.mean(by_level[level])) if by_level else '–'
+            by_level = _by_level(main, d, f'{d}_validation')
+            best = min(by_level, key=by_level.get) if by_level else '–'
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
     other = [r for r in rows if r['table'] != 'main']
     if other:
@@ -557,11 +563,7 @@ def _plots(rows, domains, levels) -> None:
     main = [r for r in rows if r['table'] == 'main']
     fig, ax = plt.subplots(figsize=(6, 4))
     for d in domains:
-        per_level: dict[int, list[float]] = {}
-        for r in main:
-            if r['domain'] == d and 'level' in r:
-                per_level.setdefault(r['level'], []).append(r['perplexity'][d])
-        points = sorted((level, float(np.mean(p))) for level, p in per_level.items())  # mean over seeds
+        points = sorted(_by_level(main, d, d).items())
         if points:
             xs = [LEVELS[l] for l, _ in points]
             line, = ax.plot(xs, [p for _, p in points], marker='o', label=f'{d} (CIS)')
