@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,14 +31,17 @@ LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
 
 def run(processes: int, corpus: str, out: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(LAUNCH[processes] + [corpus, '--out', out], capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode:
         raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
     with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
         manifest = json.load(handle)
-    return {'wall': wall, 'fingerprint': manifest['fingerprint'], **manifest['timings']}
+    return {'wall': wall, 'cores_busy': cpu / wall, 'fingerprint': manifest['fingerprint'], **manifest['timings']}
 
 
 def main() -> None:
@@ -59,7 +63,7 @@ def main() -> None:
     fingerprints = {r['fingerprint'] for rs in runs.values() for r in rs}
     print(f'\nsame index from 1 and 2 processes in every run: {len(fingerprints) == 1}')
     print('| seconds (median) | 1 process | 2 processes | speed-up |\n|---|---|---|---|')
-    for key in ('wall',) + STAGES:
+    for key in ('wall', 'cores_busy') + STAGES:
         one, two = median([r[key] for r in runs[1]]), median([r[key] for r in runs[2]])
         print(f'| {key} | {one:.2f} | {two:.2f} | {one / two:.2f}x |')
     record = {'args': vars(args), 'runs': {str(k): v for k, v in runs.items()}}

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterator, Union
 
@@ -25,6 +26,9 @@ MAX_DOC_BYTES = 8 << 20
 _SKIP_CHUNK = 1 << 20
 # Record fields named in a missing-text-field reject (enough to spot the right --text-field).
 _FIELDS_SHOWN = 6
+# JSON escapes can produce lone UTF-16 surrogates ("\ud800"), which are not Unicode text: no
+# tokenizer takes them and UTF-8 cannot encode them.
+_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 class InputError(ValueError):
@@ -216,6 +220,11 @@ def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
                 continue
             if not text.strip():
                 yield Reject(path, line_no, 'empty document')
+                continue
+            surrogate = None if text.isascii() else _SURROGATE.search(text)
+            if surrogate:
+                yield Reject(path, line_no, f'invalid Unicode: lone surrogate U+{ord(surrogate.group()):04X} at '
+                                            f'character {surrogate.start()} of the text (a bad JSON \\u escape)')
                 continue
             yield Document(f'{path}:{line_no}', path, line_no, text)
 

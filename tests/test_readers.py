@@ -105,6 +105,16 @@ def test_invalid_utf8_reason_names_the_byte(tmp_path):
     assert reject.reason.startswith('invalid UTF-8') and 'byte 14' in reject.reason
 
 
+def test_lone_surrogate_escapes_are_rejected_with_their_place(tmp_path):
+    path = str(tmp_path / 'escapes.jsonl')
+    # A valid escaped pair is one character and stays; a lone half is not text.
+    write_lines(path, [b'{"text": "smile \\ud83d\\ude00 ok"}\n', b'{"text": "caf\\u00e9 \\udc80 end"}\n'])
+    good, bad = list(read_file(path))
+    assert isinstance(good, Document) and good.text == 'smile \U0001F600 ok'
+    assert isinstance(bad, Reject) and bad.line == 2
+    assert bad.reason == 'invalid Unicode: lone surrogate U+DC80 at character 5 of the text (a bad JSON \\u escape)'
+
+
 def _numbered_lines(n: int) -> list[bytes]:
     """Lines that compress poorly enough to span several zstd blocks and gzip reads."""
     rng = random.Random(0)
