@@ -109,28 +109,28 @@ class LSIEmbedder(Embedder):
     def dim(self) -> int:
         return self._dim
 
-    def _tfidf(self, texts: list[str]):
+    def _tfidf(self, counts):
+        """Sublinear TF-IDF rows, L2-normalised, from hashed counts (which it overwrites)."""
         from sklearn.preprocessing import normalize
-        counts = self.vectorizer.transform(texts)
         counts.data = 1.0 + np.log(counts.data)
         return normalize(counts.multiply(self.idf).tocsr(), norm='l2', copy=False)
 
     def fit(self, texts: list[str], seed: int) -> None:
         from sklearn.decomposition import TruncatedSVD
-        counts = self.vectorizer.transform(texts)
-        doc_freq = np.bincount(counts.indices, minlength=self.n_features)
-        self.idf = (np.log((1 + len(texts)) / (1 + doc_freq)) + 1.0).astype(np.float32)
         if len(texts) <= self._dim:
             raise ValueError(f'lsi needs more than {self._dim} windows to fit {self._dim} dimensions; '
                              f'got {len(texts)}: index more text or pick a smaller dim')
+        counts = self.vectorizer.transform(texts)
+        doc_freq = np.bincount(counts.indices, minlength=self.n_features)
+        self.idf = (np.log((1 + len(texts)) / (1 + doc_freq)) + 1.0).astype(np.float32)
         svd = TruncatedSVD(n_components=self._dim, algorithm='randomized', n_iter=5, random_state=seed)
-        svd.fit(self._tfidf(texts))
+        svd.fit(self._tfidf(counts))
         self.components = np.ascontiguousarray(svd.components_.T, dtype=np.float32)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self.components is None:
             raise RuntimeError('lsi embedder used before fit')
-        return l2_normalise(self._tfidf(texts) @ self.components)
+        return l2_normalise(self._tfidf(self.vectorizer.transform(texts)) @ self.components)
 
     def config(self) -> dict:
         return {'dim': self._dim, 'n_features': self.n_features}

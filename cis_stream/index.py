@@ -398,6 +398,8 @@ class _Job:
         self.sizes = [os.path.getsize(path) for path in files]
         self.parts = plan_parts(self.sizes, part_bytes)
         part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
+        # This rank's parts: to read, dealt by input bytes (all that is known before reading);
+        # for the later stages, dealt again by the tokens each part turned out to hold (`run`).
         self.mine = balanced_split(part_bytes, group.world)[group.rank]
         self.seq_len = options.seq_len or options.window
         self.embedder_fit_sample: int | None = None  # windows the embedder was fit on (rank 0)
@@ -441,6 +443,7 @@ class _Job:
             self._read(tokenizer)
         infos = [_read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
         self.window_counts = np.asarray([info['windows'] for info in infos], np.int64)
+        self.mine = balanced_split([info['tokens'] for info in infos], self.group.world)[self.group.rank]
         if self.window_counts.sum() == 0:
             rejected = {}
             for info in infos:
