@@ -9,9 +9,9 @@ Stages (each with a progress bar and a timing in the manifest):
 
 One process or many (`torchrun ... -m cis_stream.index`, `composer -n N -m cis_stream.index`):
 the inputs are cut into *parts* (runs of consecutive files, a plan that depends on the inputs
-only), and each rank reads, embeds and assigns its share of the parts. The embedder and the tree
-are fit by rank 0 on seeded samples drawn over the global window order, and each leaf is packed
-by one rank from the windows of every part, in input order. So the index (its fingerprint
+only), which the ranks read, embed and assign, first come, first served. The embedder and the
+tree are fit by rank 0 on seeded samples drawn over the global window order, and each leaf is
+packed by one rank from the windows of every part, in input order. So the index (its fingerprint
 included) does not depend on the number of processes.
 
 Every finished part, fit and leaf is recorded in `<out>.building/_work`: a run that is killed and
@@ -395,12 +395,12 @@ class _Job:
         self.progress = progress and group.leader
         self.staging = staging_dir(out)
         self.work = os.path.join(self.staging, WORK_DIR)
+        self.claims = os.path.join(self.work, 'claims')
         self.sizes = [os.path.getsize(path) for path in files]
         self.parts = plan_parts(self.sizes, part_bytes)
-        part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
-        # This rank's parts: to read, dealt by input bytes (all that is known before reading);
-        # for the later stages, dealt again by the tokens each part turned out to hold (`run`).
-        self.mine = balanced_split(part_bytes, group.world)[group.rank]
+        self.part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
+        # Parts whose counts this rank adds up (a fixed deal: each part counted once).
+        self.mine = balanced_split(self.part_bytes, group.world)[group.rank]
         self.seq_len = options.seq_len or options.window
         self.embedder_fit_sample: int | None = None  # windows the embedder was fit on (rank 0)
         self.timings: dict[str, float] = {}
@@ -421,6 +421,9 @@ class _Job:
                 shutil.rmtree(self.staging, ignore_errors=True)
                 os.makedirs(self.work)
                 _write_json(path, record)
+            # Claims of an earlier, killed run: their work is redone unless its marker exists.
+            shutil.rmtree(self.claims, ignore_errors=True)
+            os.makedirs(self.claims)
         self.group.barrier()
         if _read_json(path) != record:
             raise FileExistsError(f'{self.staging} holds an unfinished build of other inputs or options; '
@@ -433,6 +436,35 @@ class _Job:
     def _done(self, part: int, name: str) -> bool:
         return os.path.exists(os.path.join(self.part_dir(part), name))
 
+    def _share(self, marker: str, weights, unit: str, desc: str, work) -> int:
+        """`work(part)` for every part without `marker`, shared among the ranks first come, first
+        served (largest first), so that a slow core or node does less of it. Which rank does a
+        part changes nothing in the result. Returns how many parts this rank did."""
+        done_here = 0
+        todo = sorted((p for p in range(len(self.parts)) if not self._done(p, marker)), key=lambda p: (-weights[p], p))
+        with self._bar(sum(weights[p] for p in todo), unit, desc) as bar:
+            shown = time.monotonic()
+            for p in todo:
+                if self._claim(f'{marker}-{p}'):
+                    work(p)
+                    done_here += 1
+                if self.progress and time.monotonic() - shown > 1:  # every rank's progress, once a second
+                    bar.update(sum(weights[q] for q in todo if self._done(q, marker)) - bar.n)
+                    shown = time.monotonic()
+            self.group.barrier()
+            bar.update(bar.total - bar.n)
+        return done_here
+
+    def _claim(self, name: str) -> bool:
+        """True for the one rank that creates the claim file `name` (atomic, also on NFS)."""
+        if self.group.world == 1:
+            return True
+        try:
+            os.close(os.open(os.path.join(self.claims, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
     def _bar(self, total, unit, desc):
         return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not self.progress)
 
@@ -443,7 +475,6 @@ class _Job:
             self._read(tokenizer)
         infos = [_read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
         self.window_counts = np.asarray([info['windows'] for info in infos], np.int64)
-        self.mine = balanced_split([info['tokens'] for info in infos], self.group.world)[self.group.rank]
         if self.window_counts.sum() == 0:
             rejected = {}
             for info in infos:
@@ -455,11 +486,12 @@ class _Job:
         with _Stage(self.timings, 'fit_embedder'):
             embedder = self._fit_embedder()
         with _Stage(self.timings, 'embed'):
-            self._per_part('embeddings.npy', 'embed', lambda p: embed_part(self.part_dir(p), embedder))
+            self._share('embeddings.npy', self.window_counts, 'win', 'embed',
+                        lambda p: embed_part(self.part_dir(p), embedder))
         with _Stage(self.timings, 'fit_tree'):
             tree, tree_sample = self._fit_tree()
         with _Stage(self.timings, 'assign'):
-            self._per_part('nodes.npy', 'assign', lambda p: assign_part(self.part_dir(p), tree))
+            self._share('nodes.npy', self.window_counts, 'win', 'assign', lambda p: assign_part(self.part_dir(p), tree))
             pruned, remaps = self._prune(tree)
         with _Stage(self.timings, 'pack_write'):
             self._pack(pruned, remaps, tokenizer)
@@ -477,25 +509,13 @@ class _Job:
     # Stages ---------------------------------------------------------------------------------
 
     def _read(self, tokenizer) -> None:
-        todo = [p for p in self.mine if not self._done(p, 'read.json')]
         options = self.options
-        eval_set = (decontam.load_eval_set(options.exclude, options.exclude_ngram, options.text_field, self.strict)
-                    if options.exclude else None)
-        self.eval_set = eval_set
-        with self._bar(sum(self.sizes[i] for p in todo for i in self.parts[p]), 'B', 'read+tokenize') as bar:
-            for p in todo:
-                read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), options, tokenizer,
-                          self.strict, eval_set)
-                bar.update(sum(self.sizes[i] for i in self.parts[p]))
-        self.group.barrier()
-
-    def _per_part(self, marker: str, desc: str, work) -> None:
-        todo = [p for p in self.mine if not self._done(p, marker)]
-        with self._bar(int(self.window_counts[todo].sum()), 'win', desc) as bar:
-            for p in todo:
-                work(p)
-                bar.update(int(self.window_counts[p]))
-        self.group.barrier()
+        self.eval_set = (decontam.load_eval_set(options.exclude, options.exclude_ngram, options.text_field, self.strict)
+                         if options.exclude else None)
+        read_here = self._share('read.json', self.part_bytes, 'B', 'read+tokenize',
+                                lambda p: read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), options,
+                                                    tokenizer, self.strict, self.eval_set))
+        self.parts_read_by_rank = self.group.sum(np.bincount([self.group.rank], minlength=self.group.world) * read_here)
 
     def _global_rows(self, rows: np.ndarray):
         """(part, local rows) for sorted global window numbers (windows numbered in input order)."""
@@ -656,7 +676,8 @@ class _Job:
             'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
                                           'by_reason': dict(sorted(reasons.items()))},
             'inputs': inputs, 'decontamination': decontamination,
-            'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed},
+            'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed,
+                      'parts_read_by_rank': self.parts_read_by_rank.tolist()},
         }
 
     def _join_logs(self, name: str) -> None:

@@ -52,8 +52,12 @@ def test_two_processes_build_the_index_of_one(wiki_corpus, wiki_index, tmp_path,
     output = finish(start(launcher, index_args(wiki_corpus, out)))
     assert output.count('published') == 1, 'only rank 0 prints the summary'
     index = CISIndex.open(out)
-    assert index.manifest['build'] == {'processes': 2, 'parts': 3, 'resumed': False}
-    assert wiki_index.manifest['build']['processes'] == 1
+    build = index.manifest['build']
+    assert {k: build[k] for k in ('processes', 'parts', 'resumed')} == {'processes': 2, 'parts': 3, 'resumed': False}
+    # The ranks share the parts first come, first served: each part is read once, by one rank.
+    assert len(build['parts_read_by_rank']) == 2 and sum(build['parts_read_by_rank']) == 3
+    one = wiki_index.manifest['build']
+    assert one['processes'] == 1 and one['parts_read_by_rank'] == [one['parts']]
     # Same tree, embedder state, leaf shards (through their index.json hashes), counts and totals.
     assert index.fingerprint == wiki_index.fingerprint
     assert index.manifest['tree'] == wiki_index.manifest['tree']
