@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,13 +26,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, median, split_corpus, wiki_corpus  # noqa: E402
+from common import OUT, launch_index, median, split_corpus, wiki_corpus  # noqa: E402
 
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
-LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
-          2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'cis_stream.index']}
-
-
 CEILING_LOOP = 'import sys\ns = 0\nfor i in range(int(sys.argv[1])): s += i * i'
 CEILING_ITERATIONS = 40_000_000
 
@@ -46,21 +41,6 @@ def ceiling(processes: int) -> float:
     if any(worker.wait() for worker in workers):
         raise SystemExit('the ceiling loop failed')
     return time.perf_counter() - start
-
-
-def run(processes: int, corpus: str, out: str) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(LAUNCH[processes] + [corpus, '--out', out], capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if result.returncode:
-        raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
-    with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
-        manifest = json.load(handle)
-    return {'wall': wall, 'cores_busy': cpu / wall, 'fingerprint': manifest['fingerprint'], **manifest['timings']}
 
 
 def main() -> None:
@@ -77,7 +57,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         for processes in (1, 2):
             loop = ceiling(processes)
-            runs[processes].append({**run(processes, corpus, os.path.join(work, f'p{processes}')), 'ceiling_loop': loop})
+            runs[processes].append({**launch_index(processes, corpus, os.path.join(work, f'p{processes}')),
+                                    'ceiling_loop': loop})
             print(f'repeat {repeat + 1}: {processes} process(es) {runs[processes][-1]["wall"]:.1f} s '
                   f'(ceiling loop {loop:.1f} s)', flush=True)
     shutil.rmtree(work)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -63,6 +66,30 @@ def bench_index(leaves: int, seq_len: int = 64) -> CISIndex:
         build_index([wiki_corpus()], path, embedder='lsi', levels=TREES[leaves], window=64, seq_len=seq_len,
                     seed=0)
     return CISIndex.open(path)
+
+
+# `cis-stream index` on 1 process, or on 2 through torchrun.
+LAUNCH = {1: [sys.executable, '-m', 'cis_stream.index'],
+          2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m',
+              'cis_stream.index']}
+
+
+def launch_index(processes: int, inputs: str, out: str, *flags: str) -> dict:
+    """Index `inputs` in a fresh command on `processes` processes: the wall time of the whole
+    command (launcher and imports included), the cores it kept busy on average, and the manifest's
+    fingerprint and stage timings (`total` is the job itself)."""
+    shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(LAUNCH[processes] + [inputs, '--out', out, *flags], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode:
+        raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
+        manifest = json.load(handle)
+    return {'wall': wall, 'cores_busy': cpu / wall, 'fingerprint': manifest['fingerprint'], **manifest['timings']}
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
