@@ -544,11 +544,11 @@ def report(rows: list[dict], domains: list[str]) -> str:
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
     other = [r for r in rows if r['table'] != 'main']
     if other:
-        out.append('\n| table | method | domain | ' + ' | '.join(domains) + ' | generalist | extra |')
-        out.append('|---' * (len(domains) + 5) + '|')
+        out.append('\n| table | method | domain | seed | ' + ' | '.join(domains) + ' | generalist | extra |')
+        out.append('|---' * (len(domains) + 6) + '|')
         for r in other:
             extra = {k: v for k, v in r.items() if k in ('level', 'specialist_windows')}
-            out.append(f"| {r['table']} | {r['method']} | {r['domain']} | "
+            out.append(f"| {r['table']} | {r['method']} | {r['domain']} | {r['seed']} | "
                        + ' | '.join(f"{r['perplexity'][d]:.1f}" if d in r['perplexity'] else '–' for d in domains)
                        + f" | {r['perplexity']['generalist']:.1f} | {extra or ''} |")
     _plots(rows, domains, levels)
@@ -583,12 +583,16 @@ def _plots(rows, domains, levels) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         domain = sized[0]['domain']
         for level in sorted({r['level'] for r in sized}):
-            points = sorted((r['specialist_windows'], r['perplexity'][domain]) for r in sized if r['level'] == level)
+            by_size: dict[int, list[float]] = {}  # mean over seeds
+            for r in sized:
+                if r['level'] == level:
+                    by_size.setdefault(r['specialist_windows'], []).append(r['perplexity'][domain])
+            points = sorted((size, float(np.mean(values))) for size, values in by_size.items())
             ax.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=f'{LEVELS[level]} clusters')
         ax.set_xscale('log')
         ax.set_xlabel('specialist windows')
         ax.set_ylabel(f'{domain} test perplexity')
-        ax.set_title('specialist-set size x tree level')
+        ax.set_title('specialist-set size x tree level (mean over seeds)')
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(PLOTS, 'quality_size.png'), dpi=110)
