@@ -7,7 +7,11 @@ files (the unit of parallel work is a run of input files). Default options: lsi,
 clusters. Runs alternate (1, 2, 1, 2, ...); the table reports medians of the wall time of the
 whole command (launcher and imports included), of each stage and of the job itself (`total`),
 and checks that both process counts publish the same fingerprint. Target (issue 6): 2 processes
-on 2 cores >= 1.6x faster.
+on 2 cores >= 1.6x faster. Fixed costs (imports, torchrun, the fits on rank 0) take about 15 s,
+so measure it on a corpus of a few hundred MB (the run in RESULTS.md):
+
+    .venv/bin/python benchmarks/bench_distributed.py --repeats 3 --files 37 \
+        --source benchmarks/corpus/cache/corpus/subsets/pool_300mb.jsonl.zst
 
 The in-run baseline is the machine's own ceiling: a fixed pure-Python CPU loop run whole by one
 process, then split in halves over two processes at once, before each pair of runs. On a shared
