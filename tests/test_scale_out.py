@@ -3,17 +3,20 @@ same index as one process, and a build killed with SIGKILL at any point resumes 
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from cis_stream.index import IndexOptions, _Job
 from cis_stream.manifest import CISIndex
 from conftest import WIKI_LEVELS, WIKI_WINDOW
 
@@ -111,3 +114,45 @@ def test_sigkilled_builds_resume_to_the_same_index(wiki_corpus, wiki_index, tmp_
         rejects = [json.loads(line) for line in handle]
     assert len(rejects) == len({(r['file'], r['line']) for r in rejects}) == totals['documents_rejected']
     assert not os.path.exists(out + '.building')
+
+
+class ThreadRank:
+    """A rank of a 2-rank group made of threads: the claims are the real files, the barrier a thread barrier."""
+
+    def __init__(self, rank: int, barrier: threading.Barrier):
+        self.rank, self.world, self._barrier = rank, 2, barrier
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        self._barrier.wait(timeout=60)
+
+
+def test_a_slow_rank_does_fewer_parts_and_each_part_is_done_once(wiki_records, tmp_path):
+    files = []
+    for i, rows in enumerate(np.array_split(np.arange(480), 24)):
+        path = tmp_path / f'in-{i:02d}.jsonl'
+        path.write_text(''.join(json.dumps({'text': wiki_records[j]['text']}) + '\n' for j in rows))
+        files.append(str(path))
+    barrier = threading.Barrier(2)
+    done: dict[int, list[int]] = {0: [], 1: []}
+
+    def run_rank(rank: int, seconds_per_part: float) -> _Job:
+        job = _Job(files, str(tmp_path / 'index'), IndexOptions(), strict=False, progress=False,
+                   group=ThreadRank(rank, barrier), restart=False, part_bytes=1)  # one part per file
+
+        def work(part: int) -> None:
+            time.sleep(seconds_per_part)
+            done[rank].append(part)
+        assert job._share('test.json', job.part_bytes, 'B', 'test', work) == len(done[rank])
+        return job
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        fast, slow = pool.submit(run_rank, 0, 0.01), pool.submit(run_rank, 1, 0.25)
+        fast_job, slow_job = fast.result(), slow.result()
+    assert len(fast_job.parts) == 24 and sorted(done[0] + done[1]) == list(range(24))
+    # The old fixed deal by bytes gave each rank 12 parts; first come, first served lets the
+    # fast rank take the parts the slow one has not reached.
+    assert len(slow_job.mine) == 12 and 1 <= len(done[1]) <= 4, done
