@@ -1,4 +1,4 @@
-"""Indexing at scale: one job over several processes (torchrun, the composer launcher) gives the
+"""Indexing at scale: one job over several processes or nodes (torchrun, the composer launcher) gives the
 same index as one process, and a build killed with SIGKILL at any point resumes to that same index."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,9 +38,11 @@ LAUNCHERS = {
 }
 
 
-def start(launcher: str, args: list[str]) -> subprocess.Popen:
+def start(launcher: str | list[str], args: list[str]) -> subprocess.Popen:
+    """A launcher of LAUNCHERS (or a launch command) running the indexer with `args`."""
+    command = LAUNCHERS[launcher] if isinstance(launcher, str) else launcher
     # A session of its own, so that a kill reaches the launcher's workers too.
-    return subprocess.Popen(LAUNCHERS[launcher] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
@@ -67,6 +70,28 @@ def test_two_processes_build_the_index_of_one(wiki_corpus, wiki_index, tmp_path,
     with open(os.path.join(out, 'rejects.jsonl'), 'rb') as a, open(os.path.join(wiki_index.root, 'rejects.jsonl'),
                                                                     'rb') as b:
         assert a.read() == b.read()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_build_the_index_of_one(wiki_corpus, wiki_index, tmp_path):
+    """The multi-node launch: one torchrun agent per node (as `srun torchrun` starts them), here
+    two agents on 127.0.0.1 sharing the output folder as nodes share a file system."""
+    out, port = str(tmp_path / 'index'), free_port()
+    # The README's Slurm command: c10d rendezvous, so which agent hosts rank 0 is up to the rendezvous.
+    launch = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc_per_node', '1',
+              '--rdzv_backend', 'c10d', '--rdzv_endpoint', f'127.0.0.1:{port}', '-m', 'cis_stream.index']
+    nodes = [start(launch, index_args(wiki_corpus, out)) for _ in range(2)]
+    outputs = [finish(node) for node in nodes]
+    assert sorted(output.count('published') for output in outputs) == [0, 1], 'rank 0 alone publishes'
+    index = CISIndex.open(out)
+    build = index.manifest['build']
+    assert build['processes'] == 2 and sum(build['parts_read_by_rank']) == build['parts'] == 3
+    assert index.fingerprint == wiki_index.fingerprint
 
 
 def progress(out: str) -> dict:
