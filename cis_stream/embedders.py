@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from cis_stream.hashing import hashed_word_ngrams
+
 # Batch size for the SBERT model on CPU: larger batches gain nothing on 2 cores and cost memory.
 MINILM_BATCH = 64
 
@@ -90,18 +92,16 @@ class MiniLMEmbedder(Embedder):
 class LSIEmbedder(Embedder):
     """Latent semantic indexing, model-free and fast (the paper's LSI ablation).
 
-    Hashed word uni- and bigram counts (scikit-learn's HashingVectorizer), sublinear TF-IDF with
-    the IDF fit on a sample, projected on a truncated SVD fit on the same sample.
+    Hashed word uni- and bigram counts (those of scikit-learn's HashingVectorizer, computed by
+    `hashing.hashed_word_ngrams`), sublinear TF-IDF with the IDF fit on a sample, projected on a
+    truncated SVD fit on the same sample.
     """
     name = 'lsi'
     needs_fit = True
 
     def __init__(self, dim: int = 128, n_features: int = 1 << 16, idf=None, components=None):
-        from sklearn.feature_extraction.text import HashingVectorizer
         self._dim = dim
         self.n_features = n_features
-        self.vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, 2),
-                                            alternate_sign=False, norm=None, dtype=np.float32)
         self.idf = idf
         self.components = components
 
@@ -120,7 +120,7 @@ class LSIEmbedder(Embedder):
         if len(texts) <= self._dim:
             raise ValueError(f'lsi needs more than {self._dim} windows to fit {self._dim} dimensions; '
                              f'got {len(texts)}: index more text or pick a smaller dim')
-        counts = self.vectorizer.transform(texts)
+        counts = hashed_word_ngrams(texts, self.n_features)
         doc_freq = np.bincount(counts.indices, minlength=self.n_features)
         self.idf = (np.log((1 + len(texts)) / (1 + doc_freq)) + 1.0).astype(np.float32)
         svd = TruncatedSVD(n_components=self._dim, algorithm='randomized', n_iter=5, random_state=seed)
@@ -130,7 +130,7 @@ class LSIEmbedder(Embedder):
     def embed(self, texts: list[str]) -> np.ndarray:
         if self.components is None:
             raise RuntimeError('lsi embedder used before fit')
-        return l2_normalise(self._tfidf(self.vectorizer.transform(texts)) @ self.components)
+        return l2_normalise(self._tfidf(hashed_word_ngrams(texts, self.n_features)) @ self.components)
 
     def config(self) -> dict:
         return {'dim': self._dim, 'n_features': self.n_features}

@@ -188,3 +188,22 @@ def small_index(tmp_path_factory, small_corpus):
 def out_dir(tmp_path) -> str:
     """A not-yet-existing index path under this test's tmp_path (inside the session's TMPDIR)."""
     return str(tmp_path / 'out' / 'index')
+
+
+def fuzz_texts(count: int, extra_pieces: tuple[str, ...] = ()) -> list[str]:
+    """Seeded random strings over scripts, emoji, digits, punctuation and whitespace runs."""
+    rng = np.random.default_rng(0)
+    ranges = [(0x20, 0x7e), (0xa0, 0x17f), (0x370, 0x3ff), (0x400, 0x4ff), (0x600, 0x6ff), (0x900, 0x97f),
+              (0x3040, 0x30ff), (0x4e00, 0x4fff), (0xac00, 0xad00), (0x1f300, 0x1f64f), (0x300, 0x36f)]
+    pieces = [' ', '  ', '\n', '\n\n', '\t', " '", "'s", "'ll", '123', ' 4.5', '...', '--', *extra_pieces]
+    texts = []
+    for _ in range(count):
+        chars = []
+        for _ in range(rng.integers(1, 80)):
+            if rng.random() < 0.3:
+                chars.append(pieces[rng.integers(len(pieces))])
+            else:
+                low, high = ranges[rng.integers(len(ranges))]
+                chars.append(chr(rng.integers(low, high + 1)))
+        texts.append(''.join(chars))
+    return texts

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 import cis_stream.tokens as tokens
 from cis_stream.tokens import load_tokenizer, make_windows, tokenizer_from_json
+from conftest import fuzz_texts
 
 
 @pytest.fixture(scope='module')
@@ -187,30 +188,11 @@ def _huggingface_only(handle):
     return tokens.TokenizerHandle(handle.tokenizer, handle.spec, handle.eos_id)
 
 
-def _fuzz_texts(count: int) -> list[str]:
-    """Seeded random strings over scripts, emoji, digits, punctuation and whitespace runs."""
-    rng = np.random.default_rng(0)
-    ranges = [(0x20, 0x7e), (0xa0, 0x17f), (0x370, 0x3ff), (0x400, 0x4ff), (0x600, 0x6ff), (0x900, 0x97f),
-              (0x3040, 0x30ff), (0x4e00, 0x4fff), (0xac00, 0xad00), (0x1f300, 0x1f64f), (0x300, 0x36f)]
-    pieces = [' ', '  ', '\n', '\n\n', '\t', " '", "'s", "'ll", '123', ' 4.5', '...', '--']
-    texts = []
-    for _ in range(count):
-        chars = []
-        for _ in range(rng.integers(1, 80)):
-            if rng.random() < 0.3:
-                chars.append(pieces[rng.integers(len(pieces))])
-            else:
-                low, high = ranges[rng.integers(len(ranges))]
-                chars.append(chr(rng.integers(low, high + 1)))
-        texts.append(''.join(chars))
-    return texts
-
-
 def test_gpt2_runs_through_tiktoken_with_the_same_ids_and_windows_as_hugging_face(gpt2, wiki_records, tmp_path):
     assert gpt2.fast is not None
     stdlib = os.path.dirname(os.__file__)
     code = [open(os.path.join(stdlib, name), encoding='utf-8').read() for name in ('os.py', 'difflib.py', 'locale.py')]
-    texts = ([r['text'] for r in wiki_records[:300]] + code + _fuzz_texts(2000)
+    texts = ([r['text'] for r in wiki_records[:300]] + code + fuzz_texts(2000)
              + ['Café, naïve, 東京 and emoji 🙂👍🏽 in one window; they\'ll say "ok"\r\n\u00a0 end  '])
     slow = _huggingface_only(gpt2)
     for (fast_ids, _), (slow_ids, _) in zip(gpt2.encode(texts), slow.encode(texts)):
