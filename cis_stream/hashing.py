@@ -21,6 +21,9 @@ import scipy.sparse
 # does. Without the \b anchors it finds the same words (a match always takes a whole run of word
 # characters), 25% faster.
 WORD = re.compile(r'\w{2,}')
+# Texts hashed at a time: the per-feature arrays take about 50 bytes a word, and a fit sample
+# can hold millions of words.
+CHUNK_TEXTS = 1024
 _C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
 
 
@@ -61,6 +64,13 @@ def murmurhash3_32(buffer: bytes, starts: np.ndarray, lengths: np.ndarray) -> np
 
 def hashed_word_ngrams(texts: list[str], n_features: int) -> scipy.sparse.csr_matrix:
     """Counts of each text's hashed words (2+ word characters, lowercased) and word bigrams."""
+    if len(texts) > CHUNK_TEXTS:
+        return scipy.sparse.vstack([_hashed_word_ngrams(texts[i:i + CHUNK_TEXTS], n_features)
+                                    for i in range(0, len(texts), CHUNK_TEXTS)], format='csr')
+    return _hashed_word_ngrams(texts, n_features)
+
+
+def _hashed_word_ngrams(texts: list[str], n_features: int) -> scipy.sparse.csr_matrix:
     lines = [' '.join(WORD.findall(text.lower())) for text in texts]
     buffer = '\n'.join(lines).encode('utf-8')
     data = np.frombuffer(buffer, np.uint8)
