@@ -10,6 +10,8 @@
   (`data-selection` HashedNgramDSIR with num_proc=2: fit the importance estimator + compute
   importance weights over the same files). Target: lsi >= 3x DSIR's MB/s. Times are the jobs'
   own (imports and the launcher excluded, as for DSIR, which runs in this process).
+* lsi's hashed word n-grams (`cis_stream/hashing.py`) against scikit-learn's `HashingVectorizer`,
+  which gives the same matrix, on the 1024-token windows of the first ~6 MB of the corpus.
 * minilm on the first `--minilm-docs` English summaries: the index's embed stage vs a bare
   `SentenceTransformer.encode` of the same window texts. Target: >= 0.9x the bare throughput.
 Medians of `--repeats` runs, baseline and ours alternating.
@@ -105,9 +107,36 @@ def main() -> int:
         print(f'| {name} | {median(runs):.2f} | {megabytes / median(runs):.2f} | {median(dsir) / median(runs):.2f} |')
 
     print(json.dumps({'dsir_s': dsir, 'lsi_s': lsi, 'lsi_2_processes_s': lsi_two}))
+    hashing(files, args.repeats)
     if args.minilm_docs:
         minilm(args.minilm_docs, args.repeats)
     return 0
+
+
+def hashing(files: list[str], repeats: int, megabytes: float = 6.0) -> None:
+    import numpy as np
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from cis_stream.hashing import hashed_word_ngrams
+    from cis_stream.readers import read_documents
+    from cis_stream.tokens import load_tokenizer, make_windows
+    texts, size = [], 0
+    for doc in read_documents(files):
+        texts.append(doc.text)
+        size += len(doc.text)
+        if size > megabytes * 1e6:
+            break
+    windows = make_windows(load_tokenizer(), texts, 1024).texts
+    reference = HashingVectorizer(n_features=1 << 16, ngram_range=(1, 2), alternate_sign=False, norm=None,
+                                  dtype=np.float32)
+    theirs, ours = [], []
+    for _ in range(repeats):
+        theirs.append(timed(reference.transform, windows)[0])
+        ours.append(timed(hashed_word_ngrams, windows, 1 << 16)[0])
+    print(f'\nlsi word n-gram hashing, {len(windows):,} windows ({size / 1e6:.1f} M characters)')
+    print('| hashing | seconds (median) | ratio |\n|---|---|---|')
+    print(f'| scikit-learn HashingVectorizer | {median(theirs):.2f} | 1.00 |')
+    print(f'| cis_stream.hashing | {median(ours):.2f} | {median(theirs) / median(ours):.2f} |')
 
 
 def minilm(docs: int, repeats: int) -> None:
