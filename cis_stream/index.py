@@ -401,6 +401,10 @@ class _Job:
         self.part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
         # Parts whose counts this rank adds up (a fixed deal: each part counted once).
         self.mine = balanced_split(self.part_bytes, group.world)[group.rank]
+        if group.leader and len(self.parts) < group.world:
+            log.warning('%d part(s) of input for %d processes: %d process(es) will have no input to read or embed. '
+                        'A part is a run of whole files, so split large inputs into more files than processes',
+                        len(self.parts), group.world, group.world - len(self.parts))
         self.seq_len = options.seq_len or options.window
         self.embedder_fit_sample: int | None = None  # windows the embedder was fit on (rank 0)
         self.timings: dict[str, float] = {}

@@ -181,3 +181,17 @@ def test_a_slow_rank_does_fewer_parts_and_each_part_is_done_once(wiki_records, t
     # The old fixed deal by bytes gave each rank 12 parts; first come, first served lets the
     # fast rank take the parts the slow one has not reached.
     assert len(slow_job.mine) == 12 and 1 <= len(done[1]) <= 4, done
+
+
+def test_fewer_parts_than_processes_is_named(wiki_records, tmp_path, caplog):
+    """One input file cannot be shared: the leader says so, and how to fix it."""
+    path = tmp_path / 'one.jsonl'
+    path.write_text(''.join(json.dumps({'text': r['text']}) + '\n' for r in wiki_records[:50]))
+    barrier = threading.Barrier(2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        ranks = [pool.submit(_Job, [str(path)], str(tmp_path / 'index'), IndexOptions(), strict=False, progress=False,
+                             group=ThreadRank(rank, barrier), restart=False, part_bytes=None) for rank in (0, 1)]
+        assert [len(rank.result().parts) for rank in ranks] == [1, 1]
+    warnings = [r.getMessage() for r in caplog.records if 'part(s) of input' in r.getMessage()]
+    assert warnings == ['1 part(s) of input for 2 processes: 1 process(es) will have no input to read or embed. '
+                        'A part is a run of whole files, so split large inputs into more files than processes']
