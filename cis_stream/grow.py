@@ -41,9 +41,11 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
     if again:
         raise InputError(f'{again[0]} is already in {old.root} ({len(again)} such file(s)); adding it again '
                          f'would duplicate its documents')
-    out = os.path.abspath(out or old.root)
-    if out != old.root and os.path.exists(out):
+    root, out = os.path.abspath(old.root), os.path.abspath(out or old.root)
+    if out != root and os.path.exists(out):
         raise FileExistsError(f'{out} already exists; choose another --out')
+    if out.startswith(root + os.sep):
+        raise ValueError(f'--out {out}: inside the index {root}; choose a path outside it')
     staging = staging_dir(out)
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 from streaming import StreamingDataset
 
+from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.grow import add_to_index
+from cis_stream.manifest import CISIndex
 from cis_stream.readers import InputError
 from cis_stream.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
@@ -111,3 +114,25 @@ def test_add_command_replaces_the_index_in_place(small_index, new_docs, tmp_path
     leaf = int(np.argmax(np.asarray([n['samples'] for n in manifest['tree']['levels'][-1]['nodes']])))
     dataset = StreamingDataset(local=os.path.join(root, 'clusters', f'{leaf:05d}'), batch_size=1)
     assert len(dataset) == manifest['tree']['levels'][-1]['nodes'][leaf]['samples']
+
+
+@pytest.mark.parametrize('where', ['in_place', 'out'])
+@pytest.mark.parametrize('form', ['relative', 'absolute'])
+def test_add_command_takes_relative_and_absolute_paths(form, where, small_index, new_docs, tmp_path, monkeypatch,
+                                                       capsys):
+    """The README's forms: `--index idx/` (relative, in place) failed with 'idx already exists'."""
+    shutil.copytree(small_index.root, tmp_path / 'idx')
+    monkeypatch.chdir(tmp_path)
+    path = {'relative': lambda name: f'{name}/', 'absolute': lambda name: str(tmp_path / name)}[form]
+    argv = ['add', '--index', path('idx'), new_docs[0]] + (['--out', path('v2')] if where == 'out' else [])
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    published = 'v2' if where == 'out' else 'idx'
+    assert CISIndex.open(str(tmp_path / published)).manifest['history'][0]['fingerprint'] == small_index.fingerprint
+    assert sorted(os.listdir(tmp_path)) == sorted({'idx', published}), 'no staging or replaced copy left behind'
+    if where == 'out':
+        assert CISIndex.open(str(tmp_path / 'idx')).fingerprint == small_index.fingerprint
+
+
+def test_add_refuses_an_out_inside_the_index(small_index, new_docs):
+    with pytest.raises(ValueError, match='inside the index'):
+        add_to_index(small_index.root, [new_docs[0]], os.path.join(small_index.root, 'v2'), progress=False)
