@@ -47,7 +47,8 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
     if out.startswith(root + os.sep):
         raise ValueError(f'--out {out}: inside the index {root}; choose a path outside it')
     staging = staging_dir(out)
-    shutil.rmtree(staging, ignore_errors=True)
+    if os.path.lexists(staging):  # left by an add that was killed
+        shutil.rmtree(staging)
     try:
         _link_tree(old.root, staging)
         manifest = _grow(old, files, staging, strict, text_field, progress)
@@ -59,13 +60,21 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
 
 
 def _link_tree(source: str, target: str) -> None:
-    """Hard-link every file of the old version (copy across file systems)."""
-    def link(src, dst):
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-    shutil.copytree(source, target, copy_function=link)
+    """Hard-link every file of the old version into `target` (copy across file systems).
+
+    The folders are made anew, never copied with their modes: a read-only index must give a
+    staging directory that can be filled, and removed if the add fails.
+    """
+    os.makedirs(target)
+    for folder, subfolders, names in os.walk(source):
+        into = os.path.join(target, os.path.relpath(folder, source))
+        for name in subfolders:
+            os.mkdir(os.path.join(into, name))
+        for name in names:
+            try:
+                os.link(os.path.join(folder, name), os.path.join(into, name))
+            except OSError:
+                shutil.copy2(os.path.join(folder, name), os.path.join(into, name))
 
 
 def _replace_file(path: str, data: bytes) -> None:

@@ -136,3 +136,42 @@ def test_add_command_takes_relative_and_absolute_paths(form, where, small_index,
 def test_add_refuses_an_out_inside_the_index(small_index, new_docs):
     with pytest.raises(ValueError, match='inside the index'):
         add_to_index(small_index.root, [new_docs[0]], os.path.join(small_index.root, 'v2'), progress=False)
+
+
+def run_where_modes_bind(argv: list[str]) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess that file modes bind: as root (tests run as root), without the
+    capabilities that override them, so a read-only folder refuses root as it would a user."""
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which('setpriv'):
+            pytest.skip('running as root without setpriv: read-only modes cannot be made to bind')
+        caps = '-dac_override,-dac_read_search'
+        prefix = ['setpriv', f'--inh-caps={caps}', f'--bounding-set={caps}']
+    return subprocess.run([*prefix, sys.executable, '-m', 'cis_stream.cli', *argv], capture_output=True, text=True)
+
+
+@pytest.fixture
+def read_only_index(small_index, tmp_path):
+    root = tmp_path / 'ro'
+    shutil.copytree(small_index.root, root)
+    for folder, _, names in os.walk(root):
+        for name in names:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+    yield str(root)
+    for folder, _, _ in os.walk(root):
+        os.chmod(folder, 0o755)
+
+
+def test_add_from_a_read_only_index_publishes_elsewhere_and_cleans_up(read_only_index, new_docs, tmp_path):
+    """Hard links keep the old files' read-only modes; the staging folders must still be writable."""
+    (tmp_path / 'empty.jsonl').write_text('{"body": "no text"}\n', encoding='utf-8')
+    failed = run_where_modes_bind(['add', '--index', read_only_index, str(tmp_path / 'empty.jsonl'),
+                                   '--out', str(tmp_path / 'v2')])
+    assert failed.returncode == 2 and 'no document could be indexed' in failed.stderr, failed.stderr
+    assert sorted(os.listdir(tmp_path)) == ['empty.jsonl', 'ro'], 'a failed add leaves no staging directory'
+    result = run_where_modes_bind(['add', '--index', read_only_index, new_docs[0], '--out', str(tmp_path / 'v2')])
+    assert result.returncode == 0, result.stderr
+    assert CISIndex.open(str(tmp_path / 'v2')).manifest['totals']['documents_indexed'] == \
+        CISIndex.open(read_only_index).manifest['totals']['documents_indexed'] + len(new_docs[1])
+    assert sorted(os.listdir(tmp_path)) == ['empty.jsonl', 'ro', 'v2']
