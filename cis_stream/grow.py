@@ -22,7 +22,7 @@ import numpy as np
 from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
                               part_counts, plan_parts, publish, read_part, rows_by_leaf, staging_dir,
                               write_leaf)
-from cis_stream.manifest import CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, CISIndex, leaf_dir_name
+from cis_stream.manifest import CLUSTERS_DIR, MANIFEST, CISIndex, leaf_dir_name, replacing
 from cis_stream.duplicates import count_duplicates
 from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
 from cis_stream.spool import WindowSpool
@@ -77,14 +77,6 @@ def _link_tree(source: str, target: str) -> None:
                 shutil.copy2(os.path.join(folder, name), os.path.join(into, name))
 
 
-def _replace_file(path: str, data: bytes) -> None:
-    """Write a new file at `path` without touching the (hard-linked) old one."""
-    if os.path.exists(path):
-        os.unlink(path)
-    with open(path, 'wb') as handle:
-        handle.write(data)
-
-
 def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     started = time.perf_counter()
     manifest = json.loads(json.dumps(old.manifest))
@@ -133,7 +125,6 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     manifest['timings'] = {'add': round(time.perf_counter() - started, 3)}
     shutil.rmtree(work)
     os.unlink(os.path.join(staging, MANIFEST))
-    os.unlink(os.path.join(staging, LEAF_INDEXES))
     return finish_manifest(manifest, staging, old.num_leaves)
 
 
@@ -149,7 +140,8 @@ def _join_leaf_index(leaf_dir: str, subdir: str) -> None:
                 shard[key]['basename'] = f"{subdir}/{shard[key]['basename']}"
     joined['shards'] += added['shards']
     os.unlink(os.path.join(leaf_dir, subdir, LEAF_INDEX))
-    _replace_file(os.path.join(leaf_dir, LEAF_INDEX), json.dumps(joined, sort_keys=True).encode())
+    with replacing(os.path.join(leaf_dir, LEAF_INDEX)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
+        json.dump(joined, handle, sort_keys=True)
 
 
 def _add_counts(manifest: dict, tree, counts: np.ndarray, packed: dict) -> None:
@@ -181,15 +173,18 @@ def _add_totals(manifest: dict, infos: list[dict], packed: dict, seq_len: int) -
         totals[key] += value
 
 
+def _append_logs(staging: str, work: str, num_parts: int, name: str) -> None:
+    """A new copy of the log `name` (the old one is hard-linked), followed by the parts' logs."""
+    path = os.path.join(staging, name)
+    with replacing(path) as tmp, open(tmp, 'wb') as joined:
+        for source in [path] + [os.path.join(work, f'{number:06d}', name) for number in range(num_parts)]:
+            with open(source, 'rb') as handle:
+                shutil.copyfileobj(handle, joined)
+
+
 def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos: list[dict]) -> None:
-    """Append the new rejects to a new copy of the rejects log (the old one is hard-linked)."""
-    path = os.path.join(staging, REJECTS_FILE)
-    with open(path, 'rb') as handle:
-        data = handle.read()
-    for number in range(num_parts):
-        with open(os.path.join(work, f'{number:06d}', REJECTS_FILE), 'rb') as handle:
-            data += handle.read()
-    _replace_file(path, data)
+    """Append the new rejects to the rejects log, and count them by reason."""
+    _append_logs(staging, work, num_parts, REJECTS_FILE)
     by_reason = manifest['rejects']['by_reason']
     for info in infos:
         for kind, n in info['reasons'].items():

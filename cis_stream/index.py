@@ -42,7 +42,7 @@ from cis_stream.duplicates import count_duplicates, text_hash
 from cis_stream.embedders import Embedder, embedder_class, load_embedder, make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
                                  MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
-                                 canonical_json, leaf_dir_name, sha256_file, write_leaf_indexes)
+                                 canonical_json, leaf_dir_name, replacing, sha256_file, write_leaf_indexes)
 from cis_stream.readers import MAX_DOC_BYTES, Document, InputError, expand_inputs, read_file
 from cis_stream.spool import WindowSpool
 from cis_stream.tokens import TokenizerHandle, load_tokenizer, make_windows
@@ -135,10 +135,8 @@ def plan_parts(sizes: list[int], part_bytes: int | None = None) -> list[list[int
 
 def _write_json(path: str, obj) -> None:
     """Write-then-rename, so a record is either complete or absent (it marks work as done)."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as handle:
+    with replacing(path) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
         json.dump(obj, handle, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _read_json(path: str):
@@ -210,14 +208,13 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
 def embed_part(directory: str, embedder: Embedder) -> None:
     """Embed every window of a part into `embeddings.npy` (renamed into place when complete)."""
     spool = WindowSpool.open(directory)
-    tmp = os.path.join(directory, 'embeddings.tmp.npy')
-    vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
-    for start in range(0, spool.count, EMBED_BATCH):
-        rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
-        vectors[rows] = embedder.embed(spool.texts(rows))
-    vectors.flush()
-    del vectors
-    os.replace(tmp, os.path.join(directory, 'embeddings.npy'))
+    with replacing(os.path.join(directory, 'embeddings.npy')) as tmp:
+        vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
+        for start in range(0, spool.count, EMBED_BATCH):
+            rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
+            vectors[rows] = embedder.embed(spool.texts(rows))
+        vectors.flush()
+        del vectors
 
 
 def assign_part(directory: str, tree: Tree) -> None:
@@ -227,9 +224,8 @@ def assign_part(directory: str, tree: Tree) -> None:
     for start in range(0, len(vectors), ASSIGN_BATCH):
         stop = min(start + ASSIGN_BATCH, len(vectors))
         nodes[start:stop] = tree.assign(np.asarray(vectors[start:stop]))
-    tmp = os.path.join(directory, 'nodes.tmp.npy')
-    np.save(tmp, nodes)
-    os.replace(tmp, os.path.join(directory, 'nodes.npy'))
+    with replacing(os.path.join(directory, 'nodes.npy')) as tmp:
+        np.save(tmp, nodes)
 
 
 def pack_leaf(chunks, writer, seq_len: int, eos_id: int, dtype) -> dict:
@@ -330,7 +326,7 @@ def finish_manifest(manifest: dict, root: str, num_leaves: int) -> dict:
     write_leaf_indexes(root, num_leaves)
     manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(root, LEAF_INDEXES))
     manifest['fingerprint'] = fingerprint(manifest, root, num_leaves)
-    with open(os.path.join(root, MANIFEST), 'w', encoding='utf-8') as handle:
+    with replacing(os.path.join(root, MANIFEST)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
     return manifest
 
@@ -543,11 +539,9 @@ class _Job:
                          for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
                 with one_thread():
                     fitted.fit(texts, options.seed)
-            tmp = f'{path}.tmp'
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            fitted.save(tmp)
-            os.replace(tmp, path)
+            with replacing(path) as tmp:
+                os.makedirs(tmp)
+                fitted.save(tmp)
         self.group.barrier()
         return fitted or load_embedder(options.embedder, options.embedder_config, path)
 
@@ -574,10 +568,8 @@ class _Job:
         if self.group.leader and not os.path.exists(path):
             sample = np.concatenate([np.load(os.path.join(self.part_dir(part), 'embeddings.npy'),
                                              mmap_mode='r')[local] for part, local in self._global_rows(rows)])
-            tmp = os.path.join(self.work, 'tree_fitted.tmp.npz')
-            with one_thread():
+            with one_thread(), replacing(path) as tmp:
                 fit_tree(sample, options.levels, options.seed, self.progress).save(tmp)
-            os.replace(tmp, path)
         self.group.barrier()
         return Tree.load(path), len(rows)
 
@@ -631,9 +623,10 @@ class _Job:
 
     def _manifest(self, tokenizer, embedder, tree, fitted_sizes, counts, infos, tree_sample) -> dict:
         options, staging = self.options, self.staging
-        with open(os.path.join(staging, TOKENIZER_FILE), 'w', encoding='utf-8') as handle:
+        with replacing(os.path.join(staging, TOKENIZER_FILE)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
             handle.write(tokenizer.to_json())
-        tree.save(os.path.join(staging, TREE_FILE))
+        with replacing(os.path.join(staging, TREE_FILE)) as tmp:
+            tree.save(tmp)
         packed = [_read_json(os.path.join(self.work, 'packed', f'{leaf}.json')) for leaf in range(tree.sizes[-1])]
         levels = node_records(tree, counts, packed, options.levels, fitted_sizes)
         inputs = [stats for info in infos for stats in info['inputs']]
@@ -686,7 +679,7 @@ class _Job:
 
     def _join_logs(self, name: str) -> None:
         """The parts' logs called `name`, in input order, as one file of the index."""
-        with open(os.path.join(self.staging, name), 'wb') as joined:
+        with replacing(os.path.join(self.staging, name)) as tmp, open(tmp, 'wb') as joined:
             for part in range(len(self.parts)):
                 with open(os.path.join(self.part_dir(part), name), 'rb') as handle:
                     shutil.copyfileobj(handle, joined)

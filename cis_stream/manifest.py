@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -42,13 +46,36 @@ def leaf_index_name(leaf: int) -> str:
     return f'{CLUSTERS_DIR}/{leaf_dir_name(leaf)}/index.json'
 
 
+@contextlib.contextmanager
+def replacing(path: str):
+    """Yield a temporary name next to `path` (file or folder) that becomes `path` when the block ends.
+
+    Every file of an index, staged or published, is written this way and never rewritten in place:
+    `cis-stream add` stages a new version whose files are hard links to the old version's, so
+    writing through one would change both; and no reader sees half a file. The name is the
+    writer's own (host, process, thread): concurrent writers (e.g. ranks filling a shared cache)
+    never share one. It keeps the suffix, for writers that add one (np.save, np.savez). A failed
+    block leaves nothing behind.
+    """
+    stem, suffix = os.path.splitext(path)
+    tmp = f'{stem}.tmp-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}{suffix}'
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
 def write_leaf_indexes(root: str, num_leaves: int) -> None:
     """Bundle the leaves' index.json files into LEAF_INDEXES (at indexing time)."""
     bundle = {}
     for leaf in range(num_leaves):
         with open(os.path.join(root, leaf_index_name(leaf)), encoding='utf-8') as handle:
             bundle[leaf_dir_name(leaf)] = handle.read()
-    with open(os.path.join(root, LEAF_INDEXES), 'wb') as handle:
+    with replacing(os.path.join(root, LEAF_INDEXES)) as tmp, open(tmp, 'wb') as handle:
         handle.write(zstandard.ZstdCompressor(level=10).compress(canonical_json(bundle)))
 
 
@@ -70,9 +97,8 @@ def unpack_leaf_indexes(root: str, manifest: dict) -> None:
         path = os.path.join(root, CLUSTERS_DIR, name, 'index.json')
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path + '.tmp', 'w', encoding='utf-8') as handle:
+            with replacing(path) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
                 handle.write(bundle[name])
-            os.replace(path + '.tmp', path)
 
 
 def canonical_json(obj) -> bytes:

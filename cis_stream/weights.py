@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cis_stream.manifest import CISIndex, canonical_json, sha256_file
+from cis_stream.manifest import CISIndex, canonical_json, replacing, sha256_file
 from cis_stream.mixture import cap_proportions
 from cis_stream.readers import Document, expand_inputs, read_documents
 from cis_stream.validate import check_proportions, check_weights
@@ -165,7 +165,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
 
 def write_weights(weights: dict, path: str) -> None:
     """Canonical JSON (sorted keys, fixed separators, trailing newline): byte-identical reruns."""
-    with open(path, 'wb') as handle:
+    with replacing(path) as tmp, open(tmp, 'wb') as handle:
         handle.write(canonical_json(weights) + b'\n')
 
 

@@ -15,13 +15,14 @@ from streaming import StreamingDataset
 
 from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
-from cis_stream.grow import add_to_index
-from cis_stream.manifest import CISIndex
+from cis_stream.grow import _link_tree, add_to_index
+from cis_stream.index import finish_manifest
+from cis_stream.manifest import CISIndex, sha256_file
 from cis_stream.readers import InputError
 from cis_stream.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
 from conftest import json_line, write_lines
-from test_index import read_leaves, snapshot
+from test_index import read_leaves
 
 NEW_TOPIC = 'Geography'
 
@@ -36,13 +37,44 @@ def new_docs(wiki_records, tmp_path_factory):
     return path, texts
 
 
+def file_hashes(root: str) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path."""
+    return {os.path.relpath(os.path.join(folder, name), root): sha256_file(os.path.join(folder, name))
+            for folder, _, names in os.walk(root) for name in names}
+
+
 @pytest.fixture(scope='module')
-def grown(small_index, new_docs, tmp_path_factory):
-    before = snapshot(small_index.root)
+def old_hashes(small_index):
+    return file_hashes(small_index.root)
+
+
+@pytest.fixture(scope='module')
+def grown(small_index, new_docs, old_hashes, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('grown') / 'index')
-    index = add_to_index(small_index.root, [new_docs[0]], out, progress=False)
-    assert snapshot(small_index.root) == before, 'the old version must stay byte-identical'
-    return index
+    return add_to_index(small_index.root, [new_docs[0]], out, progress=False)
+
+
+def test_add_leaves_every_byte_of_the_old_version_unchanged(small_index, grown, old_hashes):
+    """The new version is staged as hard links to the old files: every writer must replace, not rewrite."""
+    assert file_hashes(small_index.root) == old_hashes
+    for name in ('cis_index.json', 'leaf_indexes.json.zst', 'rejects.jsonl'):
+        assert not os.path.samefile(os.path.join(grown.root, name), os.path.join(small_index.root, name))
+
+
+def test_shared_writers_replace_a_hard_linked_file_instead_of_writing_through_it(small_index, tmp_path):
+    """finish_manifest and write_leaf_indexes (shared with the builder) on a staged copy of hard links."""
+    before = file_hashes(small_index.root)
+    staging = str(tmp_path / 'staging')
+    _link_tree(small_index.root, staging)
+    leaf_index = os.path.join(staging, 'clusters', '00000', 'index.json')
+    with open(leaf_index, encoding='utf-8') as handle:
+        edited = json.dumps(json.load(handle), indent=2)
+    os.unlink(leaf_index)  # a grown leaf, as add writes it: the bundle of leaf indexes changes
+    with open(leaf_index, 'w', encoding='utf-8') as handle:
+        handle.write(edited)
+    finish_manifest(dict(small_index.manifest, timings={'add': 0.0}), staging, small_index.num_leaves)
+    assert file_hashes(small_index.root) == before
+    assert file_hashes(staging)['leaf_indexes.json.zst'] != before['leaf_indexes.json.zst']
 
 
 def test_counts_grow_by_exactly_the_new_documents(small_index, grown, new_docs):
