@@ -71,11 +71,15 @@ def add_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', default=None, help='publish the new version here (default: replace --index)')
     parser.add_argument('--text-field', default=None, help="JSON field holding the text (default: the index's)")
     parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
+    parser.add_argument('--no-decontaminate', dest='decontaminate', action='store_false',
+                        help='for an index built with --exclude whose eval files are gone or changed: add without '
+                             'screening against them; the new version then no longer claims decontamination')
 
 
 def run_add(args: argparse.Namespace) -> int:
     from cis_stream.grow import add_to_index, summary
-    index = add_to_index(args.index, args.inputs, args.out, strict=args.strict, text_field=args.text_field)
+    index = add_to_index(args.index, args.inputs, args.out, strict=args.strict, text_field=args.text_field,
+                         decontaminate=args.decontaminate)
     print(summary(index.manifest))
     print(f'published {index.root}; weights made for the previous version must be recomputed')
     return 0

@@ -7,6 +7,11 @@ Streaming's `merge_index` gives; we join the two lists ourselves because merge_i
 sibling sub-directories). Old shard files are hard-linked, never rewritten, so the old version
 stays intact until the new one is published in its place; the new version has a new
 fingerprint, and weights made for the old one are refused with the command to recompute them.
+
+An index built with `--exclude` stays decontaminated: new documents are screened against the same
+eval files, re-read from the paths in the manifest and checked against their sha256. When they
+are gone or changed, add refuses, unless told not to screen; the new version then no longer
+claims decontamination (its manifest's `decontamination` is null, the old record kept in `history`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import time
 
 import numpy as np
 
+from cis_stream import decontam
 from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
                               part_counts, plan_parts, publish, read_part, rows_by_leaf, staging_dir,
                               write_leaf)
-from cis_stream.manifest import CLUSTERS_DIR, MANIFEST, CISIndex, leaf_dir_name, replacing
+from cis_stream.manifest import CLUSTERS_DIR, CISIndex, leaf_dir_name, replacing
 from cis_stream.duplicates import count_duplicates
 from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
 from cis_stream.spool import WindowSpool
@@ -32,8 +38,12 @@ LEAF_INDEX = 'index.json'
 
 
 def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, strict: bool = False,
-                 text_field: str | None = None, progress: bool = True) -> CISIndex:
-    """Publish a new version of the index at `index_dir` (or at `out`) that also holds `inputs`."""
+                 text_field: str | None = None, decontaminate: bool = True, progress: bool = True) -> CISIndex:
+    """Publish a new version of the index at `index_dir` (or at `out`) that also holds `inputs`.
+
+    With `decontaminate=False`, new documents are not screened against the index's eval files
+    (module docstring).
+    """
     old = CISIndex.open(index_dir)
     files = expand_inputs(inputs)
     known = {os.path.abspath(s['path']) for s in old.manifest['inputs']}
@@ -46,12 +56,13 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
         raise FileExistsError(f'{out} already exists; choose another --out')
     if out.startswith(root + os.sep):
         raise ValueError(f'--out {out}: inside the index {root}; choose a path outside it')
+    eval_set = _eval_set(old, decontaminate)
     staging = staging_dir(out)
     if os.path.lexists(staging):  # left by an add that was killed
         shutil.rmtree(staging)
     try:
         _link_tree(old.root, staging)
-        manifest = _grow(old, files, staging, strict, text_field, progress)
+        manifest = _grow(old, files, staging, strict, text_field, eval_set, progress)
         publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -77,7 +88,27 @@ def _link_tree(source: str, target: str) -> None:
                 shutil.copy2(os.path.join(folder, name), os.path.join(into, name))
 
 
-def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
+def _eval_set(old: CISIndex, decontaminate: bool) -> decontam.EvalSet | None:
+    """The eval set the index was decontaminated against, re-read from its unchanged files."""
+    record = old.manifest.get('decontamination')
+    if not record or not decontaminate:
+        return None
+    paths = [spec['path'] for spec in record['files']]
+    missing = [path for path in paths if not os.path.isfile(path)]
+    eval_set = None if missing else decontam.load_eval_set(paths, record['ngram'], old.manifest['options']['text_field'])
+    now = {spec['path']: spec['sha256'] for spec in eval_set.files} if eval_set else {}
+    changed = [spec['path'] for spec in record['files'] if spec['path'] in now and now[spec['path']] != spec['sha256']]
+    if missing or changed:
+        problem = (f'{missing[0]} is missing' if missing else f'{changed[0]} has changed (its sha256 is not the one '
+                   f'recorded)') + f' ({len(missing) + len(changed)} of {len(paths)} eval file(s))'
+        raise InputError(f'{old.root} is decontaminated against eval files that add must screen the new documents '
+                         f'against too, but {problem}. Put the eval files back at the paths in its manifest '
+                         f'(decontamination.files), or pass --no-decontaminate to add without screening: the new '
+                         f'version then no longer claims to be decontaminated')
+    return eval_set
+
+
+def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress) -> dict:
     started = time.perf_counter()
     manifest = json.loads(json.dumps(old.manifest))
     opts = manifest['options']
@@ -90,13 +121,16 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     infos, spools, nodes = [], [], []
     for number, part in enumerate(parts):
         directory = os.path.join(work, f'{number:06d}')
-        infos.append(read_part([files[i] for i in part], directory, options, tokenizer, strict))
+        infos.append(read_part([files[i] for i in part], directory, options, tokenizer, strict, eval_set))
         embed_part(directory, embedder)
         assign_part(directory, tree)
         spools.append(WindowSpool.open(directory))
         nodes.append(np.load(os.path.join(directory, 'nodes.npy')))
     if sum(info['windows'] for info in infos) == 0:
-        raise InputError(f'no document could be indexed from {len(files)} file(s): see the rejects')
+        rejected = sum(s['rejected'] for info in infos for s in info['inputs'])
+        excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
+        raise InputError(f'no document could be indexed from {len(files)} file(s): {rejected} rejected '
+                         f'{_merged(info["reasons"] for info in infos)}, {excluded} excluded as eval text')
 
     by_leaf: dict[int, list] = {}  # leaf → [(spool, rows)], parts in input order
     for spool, part_nodes in zip(spools, nodes):
@@ -117,14 +151,23 @@ def _grow(old: CISIndex, files, staging, strict, text_field, progress) -> dict:
     manifest['totals']['duplicate_documents'] = manifest['totals'].get('duplicate_documents', 0) + count_duplicates(
         np.concatenate([np.load(os.path.join(work, f'{n:06d}', 'hashes.npy')) for n in range(len(parts))]))
     _add_rejects(manifest, staging, work, len(parts), infos)
-    manifest['history'] = manifest.get('history', []) + [{
-        'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for info in infos for s in info['inputs']],
-        'added_documents': sum(s['indexed'] for info in infos for s in info['inputs']),
-        'grown_leaves': len(grown)}]
+    step = {'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for info in infos for s in info['inputs']],
+            'added_documents': sum(s['indexed'] for info in infos for s in info['inputs']),
+            'excluded_documents': sum(s['excluded'] for info in infos for s in info['inputs']),
+            'grown_leaves': len(grown)}
+    if eval_set:
+        _append_logs(staging, work, len(parts), decontam.EXCLUDED_FILE)
+        manifest['decontamination'] = decontam.record(
+            eval_set, [old.manifest['decontamination']] + [info['decontamination'] for info in infos])
+    elif manifest.get('decontamination'):
+        step['decontamination_dropped'] = manifest['decontamination']
+        manifest['decontamination'] = None
+        log.warning('added without screening against the eval files (--no-decontaminate): the new version no '
+                    'longer claims to be decontaminated (its earlier record is kept in the manifest\'s history)')
+    manifest['history'] = manifest.get('history', []) + [step]
     manifest['inputs'] += [s for info in infos for s in info['inputs']]
     manifest['timings'] = {'add': round(time.perf_counter() - started, 3)}
     shutil.rmtree(work)
-    os.unlink(os.path.join(staging, MANIFEST))
     return finish_manifest(manifest, staging, old.num_leaves)
 
 
@@ -162,15 +205,19 @@ def _add_totals(manifest: dict, infos: list[dict], packed: dict, seq_len: int) -
     totals, inputs = manifest['totals'], [s for info in infos for s in info['inputs']]
     samples = sum(p['samples'] for p in packed.values())
     windows = sum(info['windows'] for info in infos)
+    screened = [info['decontamination'] for info in infos if info['decontamination']]
     for key, value in (('documents_read', sum(s['documents'] for s in inputs)),
                        ('documents_indexed', sum(s['indexed'] for s in inputs)),
                        ('documents_rejected', sum(s['rejected'] for s in inputs)),
+                       ('documents_excluded', sum(s['excluded'] for s in inputs)),
+                       ('windows_excluded', sum(d['windows_excluded'] for d in screened)),
+                       ('tokens_excluded', sum(d['tokens_excluded'] for d in screened)),
                        ('windows', windows), ('eos_tokens', windows),
                        ('tokens', sum(info['tokens'] for info in infos)),
                        ('pad_tokens', sum(p['pad_tokens'] for p in packed.values())),
                        ('samples', samples), ('sample_tokens', samples * seq_len),
                        ('input_bytes', sum(s['bytes'] for s in inputs))):
-        totals[key] += value
+        totals[key] = totals.get(key, 0) + value  # an index older than --exclude has no *_excluded
 
 
 def _append_logs(staging: str, work: str, num_parts: int, name: str) -> None:
@@ -182,14 +229,19 @@ def _append_logs(staging: str, work: str, num_parts: int, name: str) -> None:
                 shutil.copyfileobj(handle, joined)
 
 
+def _merged(counts) -> dict[str, int]:
+    """Counts by reason, added up over several records, sorted by reason."""
+    total: dict[str, int] = {}
+    for record in counts:
+        for kind, n in record.items():
+            total[kind] = total.get(kind, 0) + n
+    return dict(sorted(total.items()))
+
+
 def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos: list[dict]) -> None:
     """Append the new rejects to the rejects log, and count them by reason."""
     _append_logs(staging, work, num_parts, REJECTS_FILE)
-    by_reason = manifest['rejects']['by_reason']
-    for info in infos:
-        for kind, n in info['reasons'].items():
-            by_reason[kind] = by_reason.get(kind, 0) + n
-    manifest['rejects']['by_reason'] = dict(sorted(by_reason.items()))
+    manifest['rejects']['by_reason'] = _merged([manifest['rejects']['by_reason']] + [info['reasons'] for info in infos])
     manifest['rejects']['count'] = manifest['totals']['documents_rejected']
     if any(info['reasons'] for info in infos):
         log.warning('some added records were skipped; each is listed with file, line and reason in %s', REJECTS_FILE)
@@ -198,7 +250,12 @@ def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos:
 def summary(manifest: dict) -> str:
     """The closing summary printed after `cis-stream add`."""
     step = manifest['history'][-1]
+    screened = (f"; {step['excluded_documents']:,} excluded as eval text (see {decontam.EXCLUDED_FILE})"
+                if manifest.get('decontamination') else
+                '; not screened against eval text: the index no longer claims decontamination'
+                if 'decontamination_dropped' in step else '')
     return (f"added {step['added_documents']:,} documents from {len(step['added_inputs'])} file(s) to "
-            f"{step['grown_leaves']:,} leaves; the index now holds {manifest['totals']['documents_indexed']:,} "
-            f"documents and {manifest['totals']['samples']:,} samples (version {len(manifest['history']) + 1}, "
-            f"fingerprint {manifest['fingerprint'][:16]}, was {step['fingerprint'][:16]})")
+            f"{step['grown_leaves']:,} leaves{screened}; the index now holds "
+            f"{manifest['totals']['documents_indexed']:,} documents and {manifest['totals']['samples']:,} samples "
+            f"(version {len(manifest['history']) + 1}, fingerprint {manifest['fingerprint'][:16]}, "
+            f"was {step['fingerprint'][:16]})")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,12 +17,13 @@ from streaming import StreamingDataset
 from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.grow import _link_tree, add_to_index
-from cis_stream.index import finish_manifest
+from cis_stream.index import build_index, finish_manifest
 from cis_stream.manifest import CISIndex, sha256_file
 from cis_stream.readers import InputError
 from cis_stream.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
-from conftest import json_line, write_lines
+from conftest import SMALL_OPTIONS, json_line, write_lines
+from test_decontam import indexed_words, words_of
 from test_index import read_leaves
 
 NEW_TOPIC = 'Geography'
@@ -207,3 +209,89 @@ def test_add_from_a_read_only_index_publishes_elsewhere_and_cleans_up(read_only_
     assert CISIndex.open(str(tmp_path / 'v2')).manifest['totals']['documents_indexed'] == \
         CISIndex.open(read_only_index).manifest['totals']['documents_indexed'] + len(new_docs[1])
     assert sorted(os.listdir(tmp_path)) == ['empty.jsonl', 'ro', 'v2']
+
+
+# Decontaminated indexes ---------------------------------------------------------------------------
+
+EVAL_TOPIC = 'Arts'
+COPIES = {5: 3, 17: 10, 40: 15}   # line of the new file → line of the eval file it copies
+
+
+@pytest.fixture(scope='module')
+def screened(small_corpus, wiki_records, tmp_path_factory):
+    """The small corpus indexed with --exclude (20 real Arts summaries), and 60 new Geography
+    summaries with exact copies of three eval documents planted (one upper-cased)."""
+    root = tmp_path_factory.mktemp('screened')
+    arts = [r['text'] for r in wiki_records if r['topic'] == EVAL_TOPIC][:20]
+    evals = str(root / 'evals.jsonl')
+    write_lines(evals, [json_line({'text': t}) for t in arts])
+    index = build_index([small_corpus.root], str(root / 'index'), exclude=[evals], **SMALL_OPTIONS)
+    clean = [r['text'] for r in wiki_records if r['topic'] == NEW_TOPIC][200:260]
+    lines = list(clean)
+    for line, eval_line in sorted(COPIES.items()):
+        lines.insert(line - 1, arts[eval_line - 1].upper() if line == 17 else arts[eval_line - 1])
+    new = str(root / 'new.jsonl')
+    write_lines(new, [json_line({'text': t}) for t in lines])
+    return SimpleNamespace(index=index, evals=evals, arts=arts, new=new, lines=lines, clean=clean)
+
+
+def excluded_entries(root: str, path: str) -> dict[int, str]:
+    with open(os.path.join(root, 'excluded.jsonl'), encoding='utf-8') as handle:
+        return {e['line']: e['reason'] for e in map(json.loads, handle) if e['file'] == path}
+
+
+def eval_probes(screened) -> list[str]:
+    """The first ten words of each copied eval document."""
+    return [' '.join(words_of(screened.arts[eval_line - 1]).split()[:10]) for eval_line in COPIES.values()]
+
+
+def test_add_screens_new_documents_against_the_index_eval_files(screened, tmp_path):
+    old = screened.index
+    grown = add_to_index(old.root, [screened.new], str(tmp_path / 'v2'), progress=False)
+    assert excluded_entries(grown.root, screened.new) == {
+        line: f'exact copy of evals.jsonl:{eval_line}' for line, eval_line in COPIES.items()}
+    t, o = grown.manifest['totals'], old.manifest['totals']
+    assert (t['documents_excluded'], t['documents_indexed']) == (
+        o['documents_excluded'] + 3, o['documents_indexed'] + len(screened.clean))
+    assert t['documents_read'] == t['documents_indexed'] + t['documents_rejected'] + t['documents_excluded']
+    window = old.manifest['options']['window']
+    assert t['windows'] == o['windows'] + len(make_windows(old.tokenizer, screened.clean, window).lengths)
+    assert t['windows_excluded'] == o['windows_excluded'] + len(make_windows(
+        old.tokenizer, [screened.lines[line - 1] for line in COPIES], window).lengths)
+    d, before = grown.manifest['decontamination'], old.manifest['decontamination']
+    assert d['files'] == before['files']
+    assert d['documents_excluded'] == dict(before['documents_excluded'], exact=before['documents_excluded']['exact'] + 3)
+    assert grown.manifest['history'][-1]['excluded_documents'] == 3
+    with open(os.path.join(old.root, 'excluded.jsonl'), 'rb') as a, open(os.path.join(grown.root, 'excluded.jsonl'),
+                                                                          'rb') as b:
+        assert b.read().startswith(a.read()), 'the old entries are kept, the new ones follow'
+    words = indexed_words(grown)
+    assert all(probe not in words for probe in eval_probes(screened))
+    assert ' '.join(words_of(screened.clean[0]).split()[:10]) in words
+
+
+def test_add_refuses_when_the_eval_files_are_gone_or_changed_unless_told_not_to_screen(screened, tmp_path, capsys):
+    old, evals = screened.index, screened.evals
+    os.rename(evals, evals + '.away')
+    try:
+        argv = ['add', '--index', old.root, screened.new, '--out', str(tmp_path / 'v2')]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert f'{evals} is missing' in err and '--no-decontaminate' in err and 'Traceback' not in err
+        with open(evals, 'w', encoding='utf-8') as handle:
+            handle.write(json_line({'text': 'another eval set'}).decode())
+        assert cli.main(argv) == 2
+        assert f'{evals} has changed' in capsys.readouterr().err
+        assert os.listdir(tmp_path) == [], 'nothing published or staged'
+        assert cli.main(argv + ['--no-decontaminate']) == 0
+        assert 'no longer claims decontamination' in capsys.readouterr().out
+    finally:
+        os.replace(evals + '.away', evals)
+    grown = CISIndex.open(str(tmp_path / 'v2'))
+    assert grown.manifest['decontamination'] is None
+    assert grown.manifest['history'][-1]['decontamination_dropped'] == old.manifest['decontamination']
+    t, o = grown.manifest['totals'], old.manifest['totals']
+    assert (t['documents_excluded'], t['documents_indexed']) == (
+        o['documents_excluded'], o['documents_indexed'] + len(screened.lines))
+    words = indexed_words(grown)
+    assert all(probe in words for probe in eval_probes(screened)), 'not screened: the claim had to go'
