@@ -114,7 +114,7 @@ def run_weights(args: argparse.Namespace) -> int:
         raise ValueError('give --specialist FILE... or at least one --task FILE:WEIGHT')
     options = WeightOptions(level=args.level, smoothing=args.smoothing, max_repeat=args.max_repeat,
                             tokens=args.tokens, text_field=args.text_field,
-                            **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster else {}))
+                            **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster is not None else {}))
     weights = compute_weights(args.index, tasks, options)
     write_weights(weights, args.output)
     print(summary(weights))

@@ -42,6 +42,9 @@ class WeightOptions:
     def validate(self, index: CISIndex) -> None:
         if self.level is not None and not 0 <= self.level < len(index.levels):
             raise ValueError(f'--level {self.level}: the index has levels 0..{len(index.levels) - 1}')
+        if not 0.0 <= self.min_per_cluster < float('inf'):  # also refuses NaN
+            raise ValueError(f'--min-per-cluster {self.min_per_cluster}: must be a number of windows >= 0 '
+                             f'(0 takes the deepest level)')
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f'--smoothing {self.smoothing}: must be between 0 and 1')
         if (self.max_repeat is None) != (self.tokens is None):

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from cis_stream import cli
 from cis_stream.manifest import CISIndex
 from cis_stream.tree import Tree
 from cis_stream.weights import (WeightOptions, choose_level, compute_weights, parse_task, read_weights,
@@ -35,6 +36,29 @@ def test_level_rule_picks_the_deepest_level_with_enough_windows_per_cluster(know
     spread_over_all_leaves = np.array([[i % 2, i % 4] for i in range(40)])  # 10 per leaf
     assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=10) == 1
     assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=11) == 0
+
+
+@pytest.fixture(scope='module')
+def few_windows(split_dir, tmp_path_factory):
+    """Three specialist documents: too few windows per cluster for the default level rule below the top."""
+    path = tmp_path_factory.mktemp('few') / 'few.jsonl'
+    with open(split_dir / 'specialist.jsonl', encoding='utf-8') as handle:
+        path.write_text(''.join(handle.readlines()[:3]), encoding='utf-8')
+    return str(path)
+
+
+def test_min_per_cluster_zero_is_honoured_and_bad_values_are_refused(mix_index, few_windows, tmp_path):
+    """`--min-per-cluster 0` used to become the default 10 (a truthiness test in the command line)."""
+    levels = {}
+    for value in ('0', '10'):
+        out = tmp_path / f'{value}.weights.json'
+        assert cli.main(['weights', '--index', mix_index.root, '--specialist', few_windows,
+                         '--min-per-cluster', value, '-o', str(out)]) == 0
+        levels[value] = json.loads(out.read_text())['level']
+    assert levels == {'0': len(mix_index.levels) - 1, '10': 0}
+    for bad in (-1.0, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='--min-per-cluster'):
+            WeightOptions(min_per_cluster=bad).validate(mix_index)
 
 
 def test_same_inputs_give_byte_identical_weights(mix_index, split_dir, tmp_path):
