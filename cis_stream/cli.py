@@ -101,17 +101,20 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-repeat', type=float, default=None,
                         help='cap expected passes over any leaf for a --tokens budget')
     parser.add_argument('--tokens', type=int, default=None, help='training token budget for --max-repeat')
-    parser.add_argument('--text-field', default='text')
+    parser.add_argument('--text-field', default='text',
+                        help='JSON field holding the text of the specialist files (default text)')
     parser.add_argument('-o', '--output', required=True, help='the weights file to write (NAME.weights.json)')
 
 
 def run_weights(args: argparse.Namespace) -> int:
-    from cis_stream.weights import WeightOptions, compute_weights, parse_task, summary, write_weights
-    tasks = [parse_task(spec) for spec in args.task]
-    if args.specialist:
-        tasks.insert(0, (args.specialist, 1.0))
-    if not tasks:
+    if args.specialist and args.task:
+        raise ValueError('give either --specialist FILE... (one specialist set) or --task FILES:WEIGHT (repeatable: '
+                         'a mixture of tasks), not both; to mix the --specialist files in, give them as one more '
+                         '--task FILES:WEIGHT with the weight they should have')
+    if not args.specialist and not args.task:
         raise ValueError('give --specialist FILE... or at least one --task FILE:WEIGHT')
+    from cis_stream.weights import WeightOptions, compute_weights, parse_task, summary, write_weights
+    tasks = [parse_task(spec) for spec in args.task] or [(args.specialist, 1.0)]
     options = WeightOptions(level=args.level, smoothing=args.smoothing, max_repeat=args.max_repeat,
                             tokens=args.tokens, text_field=args.text_field,
                             **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster is not None else {}))

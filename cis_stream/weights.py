@@ -13,6 +13,7 @@ timestamps, canonical JSON, so the same inputs give the same bytes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 
@@ -22,6 +23,8 @@ from cis_stream.manifest import CISIndex, canonical_json, replacing, sha256_file
 from cis_stream.mixture import cap_proportions
 from cis_stream.readers import Document, expand_inputs, read_documents
 from cis_stream.validate import check_proportions, check_weights
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FORMAT = 'cis_stream.weights/1'
 # Specialist documents placed per call (bounds memory for large specialist sets).
@@ -67,24 +70,43 @@ def parse_task(spec: str) -> tuple[list[str], float]:
 
 
 def place_specialist(index: CISIndex, files: list[str], text_field: str) -> tuple[np.ndarray, list[dict]]:
-    """Send specialist files down the tree: node ids per window [windows, levels], input records."""
+    """Send specialist files down the tree: node ids per window [windows, levels], input records.
+
+    A record that cannot be read is counted, and listed with its line and reason in its input's
+    record (`rejects`), which the weights file keeps.
+    """
     paths = expand_inputs(files)
     records = {p: {'name': os.path.basename(p), 'bytes': os.path.getsize(p), 'sha256': sha256_file(p),
-                   'documents': 0, 'rejected': 0} for p in paths}
+                   'documents': 0, 'rejected': 0, 'rejects': []} for p in paths}
     nodes, texts = [], []
     for item in read_documents(paths, text_field):
-        records[item.path]['documents' if isinstance(item, Document) else 'rejected'] += 1
+        record = records[item.path]
         if isinstance(item, Document):
+            record['documents'] += 1
             texts.append(item.text)
             if len(texts) >= PLACE_BATCH_DOCS:
                 nodes.append(index.place(texts).nodes)
                 texts = []
+        else:
+            record['rejected'] += 1
+            record['rejects'].append({'line': item.line, 'reason': item.reason})
     if texts:
         nodes.append(index.place(texts).nodes)
     if not nodes:
-        raise ValueError(f'no usable specialist document in {files}: '
-                         f'{sum(r["rejected"] for r in records.values())} rejected')
+        raise ValueError(f'no usable specialist document in {", ".join(files)}: '
+                         f'{describe_rejects(list(records.values()))}')
     return np.concatenate(nodes), list(records.values())
+
+
+def describe_rejects(inputs: list[dict], shown: int = 3) -> str:
+    """'N rejected {reason: count}; e.g. file:line: reason, ...' for input records."""
+    found = [(record['name'], reject) for record in inputs for reject in record.get('rejects', [])]
+    kinds: dict[str, int] = {}
+    for _, reject in found:
+        kind = reject['reason'].split(':')[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    examples = '; '.join(f"{name}:{reject['line']}: {reject['reason']}" for name, reject in found[:shown])
+    return f'{len(found)} rejected {dict(sorted(kinds.items()))}' + (f'; e.g. {examples}' if found else '')
 
 
 def choose_level(index: CISIndex, specialist_nodes: np.ndarray, min_per_cluster: float) -> int:
@@ -94,6 +116,24 @@ def choose_level(index: CISIndex, specialist_nodes: np.ndarray, min_per_cluster:
         if len(specialist_nodes) / occupied >= min_per_cluster:
             return level
     return 0
+
+
+def level_and_rule(index: CISIndex, specialist_nodes: np.ndarray, options: WeightOptions) -> tuple[int, str]:
+    """The histogram's level and how it was chosen; warns when even the top level is too fine for
+    the specialist sample (fewer than `min_per_cluster` windows per occupied cluster)."""
+    windows, occupied = len(specialist_nodes), len(np.unique(specialist_nodes[:, 0]))
+    rule = f'{options.min_per_cluster:g} specialist windows per occupied cluster'
+    small = None
+    if windows / occupied < options.min_per_cluster:
+        small = (f'{windows} specialist window(s) over {occupied} occupied top-level cluster(s) '
+                 f'({windows / occupied:.1f} per cluster, fewer than the {rule} of --min-per-cluster)')
+        log.warning('the specialist sample is too small even for the top level: %s; its histogram is noisy: give '
+                    'more specialist text, or --smoothing to mix in the generalist histogram', small)
+    if options.level is not None:
+        return options.level, 'given'
+    if small:
+        return 0, f'the top level, as the sample is too small for any: {small}'
+    return choose_level(index, specialist_nodes, options.min_per_cluster), f'deepest with >= {rule}'
 
 
 def spread_to_leaves(index: CISIndex, level: int, node_mass: np.ndarray) -> np.ndarray:
@@ -122,7 +162,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
     options.validate(index)
     placed = [(place_specialist(index, files, options.text_field), weight) for files, weight in tasks]
     all_nodes = np.concatenate([nodes for (nodes, _), _ in placed])
-    level = options.level if options.level is not None else choose_level(index, all_nodes, options.min_per_cluster)
+    level, level_rule = level_and_rule(index, all_nodes, options)
     size = index.levels[level]
     generalist = index.counts(level, 'windows').astype(np.float64)
     generalist /= generalist.sum()
@@ -150,8 +190,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
         'index_fingerprint': index.fingerprint,
         'options': asdict(options),
         'level': level,
-        'level_rule': 'given' if options.level is not None else f'deepest with >= {options.min_per_cluster} '
-                                                                 f'specialist windows per occupied cluster',
+        'level_rule': level_rule,
         'tasks': task_records,
         'generalist_histogram': generalist.tolist(),
         'specialist_histogram': specialist.tolist(),
@@ -184,11 +223,13 @@ def read_weights(path: str, index: CISIndex) -> dict:
     if not isinstance(weights, dict) or weights.get('format') != WEIGHTS_FORMAT:
         raise ValueError(f'{path}: not a {WEIGHTS_FORMAT} weights file')
     check_weights(weights, path)
-    earlier = [step for step in index.manifest.get('history', []) if step['fingerprint'] == weights['index_fingerprint']]
+    earlier = [step for step in index.manifest.get('history', [])
+               if step['fingerprint'] == weights['index_fingerprint']]
     if earlier:
         raise ValueError(f'{path} was made for an earlier version of {index.root} ({earlier[0]["fingerprint"][:16]}), '
                          f'before `cis-stream add` grew it to {index.fingerprint[:16]}: the cluster sizes changed, '
-                         f'so recompute it with `cis-stream weights --index {index.root} ...` on the same specialist files')
+                         f'so recompute it with `cis-stream weights --index {index.root} ...` on the same '
+                         f'specialist files')
     if weights['index_fingerprint'] != index.fingerprint:
         raise ValueError(f'{path} was made for index {weights["index_fingerprint"][:16]}, '
                          f'but {index.root} is {index.fingerprint[:16]}: recompute it with '
@@ -198,18 +239,25 @@ def read_weights(path: str, index: CISIndex) -> dict:
 
 
 def summary(weights: dict, top: int = 5) -> str:
-    """Printed after `cis-stream weights`: top clusters, coverage, ESS, most repeated leaves."""
+    """Printed after `cis-stream weights`: rejects, top clusters, coverage, ESS, most repeated leaves."""
+    specialist = np.asarray(weights['specialist_histogram'])
     target = np.asarray(weights['target_histogram'])
     generalist = np.asarray(weights['generalist_histogram'])
     repeats = np.asarray(weights['expected_repeats'])
+    inputs = [record for task in weights['tasks'] for record in task['inputs']]
     lines = [f"level {weights['level']} ({len(target)} clusters, {weights['level_rule']}); "
              f"{sum(t['windows'] for t in weights['tasks'])} specialist windows; coverage "
              f"{weights['coverage']:.1%} of clusters; ESS {weights['ess_fraction']:.1%} of the pool "
-             f"({weights['ess_samples']:,.0f} samples)",
-             'top clusters:  cluster  P(c|spec)  P(c|gen)  w(c)']
+             f"({weights['ess_samples']:,.0f} samples)"]
+    if any(record['rejected'] for record in inputs):
+        lines.append(f"specialist records: {sum(r['documents'] for r in inputs):,} read, {describe_rejects(inputs)}; "
+                     f"each reject is listed with its line in the weights file (tasks[].inputs[].rejects)")
+    lines.append('top clusters:  cluster  P(c|spec)   target  P(c|gen)   w(c)')
     for c in np.argsort(-target, kind='stable')[:top]:
-        lines.append(f'               {c:7d}  {target[c]:9.4f}  {generalist[c]:8.4f}  '
+        lines.append(f'               {c:7d}  {specialist[c]:9.4f}  {target[c]:7.4f}  {generalist[c]:8.4f}  '
                      f'{weights["importance_weights"][c]:5.2f}')
+    lines.append('  (P(c|spec): the specialist histogram, tasks mixed by weight; target: the mixture drawn, after '
+                 '--smoothing and the --max-repeat cap; w(c) = target / P(c|gen))')
     worst = np.argsort(-repeats, kind='stable')[:top]
     lines.append(f"most repeated leaves over {weights['budget_samples']:,} samples: " +
                  ', '.join(f'{leaf}: {repeats[leaf]:.2f}x' for leaf in worst))

@@ -11,7 +11,7 @@ from cis_stream import cli
 from cis_stream.manifest import CISIndex
 from cis_stream.tree import Tree
 from cis_stream.weights import (WeightOptions, choose_level, compute_weights, parse_task, read_weights,
-                                spread_to_leaves, write_weights)
+                                spread_to_leaves, summary, write_weights)
 
 
 @pytest.fixture
@@ -166,3 +166,93 @@ def test_weights_cli_writes_the_file_and_prints_a_summary(mix_index, split_dir, 
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert 'not a cis_stream index' in result.stderr and 'Traceback' not in result.stderr
+
+
+def summary_row(text: str, cluster: int) -> list[float]:
+    """The numbers of `cluster`'s row in the printed top-cluster table."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[0] == str(cluster):
+            return [float(f) for f in fields[1:]]
+    raise AssertionError(f'no row for cluster {cluster} in:\n{text}')
+
+
+def test_summary_shows_the_specialist_histogram_beside_the_target(mix_index, split_dir):
+    """Smoothing makes them differ: the column headed P(c|spec) used to show the smoothed target."""
+    weights = compute_weights(mix_index, [([str(split_dir / 'specialist.jsonl')], 1.0)],
+                              WeightOptions(level=1, smoothing=0.5))
+    text = summary(weights)
+    assert 'cluster  P(c|spec)   target  P(c|gen)   w(c)' in text
+    top = int(np.argmax(weights['target_histogram']))
+    spec, target, gen, w = summary_row(text, top)
+    assert spec == pytest.approx(weights['specialist_histogram'][top], abs=5e-5)
+    assert target == pytest.approx(weights['target_histogram'][top], abs=5e-5)
+    assert gen == pytest.approx(weights['generalist_histogram'][top], abs=5e-5)
+    assert abs(spec - target) > 1e-3
+
+
+@pytest.fixture(scope='module')
+def with_bad_lines(split_dir, tmp_path_factory):
+    """The first 40 real specialist documents with two bad records planted (lines 3 and 10)."""
+    with open(split_dir / 'specialist.jsonl', encoding='utf-8') as handle:
+        lines = handle.readlines()[:40]
+    lines.insert(2, '{"text": "unterminated\n')
+    lines.insert(9, '{"body": "the text is elsewhere"}\n')
+    path = tmp_path_factory.mktemp('bad') / 'bad_lines.jsonl'
+    path.write_text(''.join(lines), encoding='utf-8')
+    return str(path)
+
+
+def test_rejected_specialist_records_are_counted_listed_and_reported(mix_index, with_bad_lines):
+    weights = compute_weights(mix_index, [([with_bad_lines], 1.0)], WeightOptions(level=0))
+    [record] = weights['tasks'][0]['inputs']
+    assert (record['documents'], record['rejected']) == (40, 2)
+    assert [r['line'] for r in record['rejects']] == [3, 10]
+    assert record['rejects'][0]['reason'].startswith('malformed JSON')
+    assert record['rejects'][1]['reason'].startswith("missing text field 'text': the record has 'body'")
+    text = summary(weights)
+    assert "specialist records: 40 read, 2 rejected {'malformed JSON': 1, \"missing text field 'text'\": 1}" in text
+    assert 'bad_lines.jsonl:3: malformed JSON' in text and 'tasks[].inputs[].rejects' in text
+
+
+def test_no_usable_specialist_document_says_why(mix_index, split_dir, tmp_path):
+    path = tmp_path / 'wrong_field.jsonl'
+    with open(split_dir / 'specialist.jsonl', encoding='utf-8') as handle:
+        path.write_text(''.join(json.dumps({'body': json.loads(line)['text']}) + '\n'
+                                for line in handle.readlines()[:20]), encoding='utf-8')
+    with pytest.raises(ValueError) as err:
+        compute_weights(mix_index, [([str(path)], 1.0)])
+    message = str(err.value)
+    assert "no usable specialist document in" in message
+    assert "20 rejected {\"missing text field 'text'\": 20}" in message
+    assert ("wrong_field.jsonl:1: missing text field 'text': the record has 'body'; choose one with --text-field"
+            in message)
+
+
+def test_a_sample_too_small_for_the_level_rule_is_said_so(mix_index, few_windows, split_dir, caplog):
+    """Three documents: the rule falls back to the top level, and says it with the numbers."""
+    weights = compute_weights(mix_index, [([few_windows], 1.0)])
+    windows = weights['tasks'][0]['windows']
+    occupied = int(np.count_nonzero(weights['tasks'][0]['windows_per_level'][0]))
+    assert weights['level'] == 0 and windows / occupied < 10
+    expected = (f'{windows} specialist window(s) over {occupied} occupied top-level cluster(s) '
+                f'({windows / occupied:.1f} per cluster, fewer than the 10 specialist windows per occupied cluster')
+    assert weights['level_rule'].startswith('the top level, as the sample is too small')
+    assert expected in weights['level_rule']
+    assert any(expected in r.getMessage() and r.levelname == 'WARNING' for r in caplog.records)
+    caplog.clear()
+    enough = compute_weights(mix_index, [([str(split_dir / 'specialist.jsonl')], 1.0)])
+    assert enough['level_rule'] == 'deepest with >= 10 specialist windows per occupied cluster'
+    assert not any('too small' in r.getMessage() for r in caplog.records)
+
+
+def test_specialist_and_task_together_are_refused(mix_index, split_dir, other_topic_file, tmp_path, capsys):
+    argv = ['weights', '--index', mix_index.root, '--specialist', str(split_dir / 'specialist.jsonl'),
+            '--task', f'{other_topic_file}:1', '-o', str(tmp_path / 'w.json')]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'give either --specialist' in err and 'not both' in err and 'one more --task' in err
+    assert not (tmp_path / 'w.json').exists()
+    with pytest.raises(SystemExit):
+        cli.main(['weights', '--help'])
+    assert 'JSON field holding the text of the specialist files' in capsys.readouterr().out
