@@ -95,7 +95,8 @@ def _eval_set(old: CISIndex, decontaminate: bool) -> decontam.EvalSet | None:
         return None
     paths = [spec['path'] for spec in record['files']]
     missing = [path for path in paths if not os.path.isfile(path)]
-    eval_set = None if missing else decontam.load_eval_set(paths, record['ngram'], old.manifest['options']['text_field'])
+    text_field = old.manifest['options']['text_field']  # the eval files were read like the index's inputs
+    eval_set = None if missing else decontam.load_eval_set(paths, record['ngram'], text_field)
     now = {spec['path']: spec['sha256'] for spec in eval_set.files} if eval_set else {}
     changed = [spec['path'] for spec in record['files'] if spec['path'] in now and now[spec['path']] != spec['sha256']]
     if missing or changed:
