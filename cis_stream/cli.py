@@ -125,6 +125,16 @@ def run_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected a positive whole number')
+    return value
+
+
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('index', metavar='INDEX', help='a published index directory')
     parser.add_argument('--weights', default=None, help='a weights file made for INDEX')
@@ -133,7 +143,8 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
                              "weights file's budget)")
     parser.add_argument('--html', default=None, metavar='DIR',
                         help='write DIR/index.html and its PNG plots (a self-contained report)')
-    parser.add_argument('--top', type=int, default=10, help='clusters shown in detail in the report')
+    parser.add_argument('--top', type=_positive_int, default=10,
+                        help='clusters shown in detail in the report (default 10)')
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ SNIPPET_CHARS = 600
 TOP_TERMS = 8
 BAR_LIMIT = 24         # levels with more clusters are drawn as lines, not bars
 REPORT_FILE = 'index.html'
+STALE_NOTE = ('the target_histogram in the weights file does not match its leaf_proportions (edited by hand?); '
+              'every figure shown is computed from the leaf proportions, which are what training draws')
 
 
 @dataclass
@@ -61,16 +63,27 @@ class Inspection:
                    for t in tasks)
 
     @property
+    def target(self) -> np.ndarray:
+        """The mixture at `level` as training draws it: the leaf proportions summed per cluster (the
+        file's target_histogram says the same unless the file was edited by hand: `stale_target`)."""
+        return np.bincount(self.index.leaf_ancestors(self.level), weights=self.weights['leaf_proportions'],
+                           minlength=self.index.levels[self.level])
+
+    @property
+    def stale_target(self) -> bool:
+        """The file's recorded target_histogram disagrees with its leaf proportions."""
+        recorded = np.asarray(self.weights.get('target_histogram', []), np.float64)
+        return recorded.shape != self.target.shape or not np.allclose(recorded, self.target, rtol=0, atol=1e-9)
+
+    @property
     def ranking(self) -> np.ndarray:
         """Clusters of `level`, by target weight (with weights) or by samples, then by id."""
-        key = (np.asarray(self.weights['target_histogram']) if self.weights
-               else self.index.counts(self.level, 'samples'))
+        key = self.target if self.weights else self.index.counts(self.level, 'samples')
         return np.argsort(-key, kind='stable')
 
     @property
     def ess_fraction(self) -> float:
-        return effective_sample_fraction(np.asarray(self.weights['target_histogram']),
-                                         self.generalist(self.level))
+        return effective_sample_fraction(self.target, self.generalist(self.level))
 
 
 def inspect_index(index_path: str, weights_path: str | None = None, tokens: int | None = None) -> Inspection:
@@ -113,9 +126,9 @@ def summary(insp: Inspection, top: int = 5) -> str:
     if not insp.weights:
         return '\n'.join(lines)
     w = insp.weights
-    target, generalist = np.asarray(w['target_histogram']), insp.generalist(insp.level)
+    target, generalist = insp.target, insp.generalist(insp.level)
     ess = insp.ess_fraction
-    lines += [f'weights {insp.weights_path}',
+    lines += [f'weights {insp.weights_path}'] + ([f'  note: {STALE_NOTE}'] if insp.stale_target else []) + [
               f"  level {insp.level} ({len(target)} clusters; {w['level_rule']}); coverage "
               f"{np.mean(target > 0):.1%} of clusters; ESS {ess:.1%} of the pool "
               f"({ess * int(insp.index.leaf_samples.sum()):,.0f} samples)",
@@ -225,7 +238,7 @@ def plot_histograms(insp: Inspection, path: str) -> str:
             order = np.lexsort((-generalist, -specialist))
             series = [('P(c|spec)', specialist[order]), ('P(c|gen)', generalist[order])]
             if level == insp.level:
-                series.append(('target (mixture used)', np.asarray(insp.weights['target_histogram'])[order]))
+                series.append(('target (mixture used)', insp.target[order]))
             xlabel = 'clusters ranked by P(c|spec)'
         else:
             series, xlabel = [('P(c|gen)', np.sort(generalist)[::-1])], 'clusters ranked by P(c|gen)'
@@ -238,8 +251,7 @@ def plot_histograms(insp: Inspection, path: str) -> str:
 
 
 def plot_importance(insp: Inspection, path: str) -> str:
-    target = np.asarray(insp.weights['target_histogram'])
-    importance = target / insp.generalist(insp.level)
+    importance = insp.target / insp.generalist(insp.level)
     fig, (ax,) = _figure()
     _ranked(ax, [('w(c)', np.sort(importance)[::-1])], 'clusters ranked by w(c)')
     ax.axhline(1.0, color='grey', linestyle='--', linewidth=1)
@@ -304,10 +316,10 @@ def _table(headers: list[str] | None, rows: list[list], left: int = 1) -> str:
 
 def _cluster_html(insp: Inspection, view: ClusterView) -> str:
     e = html.escape
-    numbers = [f'{len(view.leaves)} leaf' if len(view.leaves) == 1 else f'{len(view.leaves)} leaves', f'{view.documents:,} documents', f'{view.samples:,} samples',
-               f'{view.tokens:,} tokens']
+    numbers = [f'{len(view.leaves)} leaf' if len(view.leaves) == 1 else f'{len(view.leaves)} leaves',
+               f'{view.documents:,} documents', f'{view.samples:,} samples', f'{view.tokens:,} tokens']
     if insp.weights:
-        target = insp.weights['target_histogram'][view.cluster]
+        target = insp.target[view.cluster]
         generalist = insp.generalist(insp.level)[view.cluster]
         numbers += [f'target {target:.4f}', f'P(c|gen) {generalist:.4f}', f'w(c) {target / generalist:.2f}',
                     f'max repetition {insp.repeats[view.leaves].max():.2f}x']
@@ -327,18 +339,23 @@ def render_html(insp: Inspection, views: list[ClusterView], figures: list[tuple[
     parts = [f'<h1>cis_stream index report</h1><p><code>{e(insp.index.root)}</code><br>'
              f'fingerprint <code>{e(insp.index.fingerprint)}</code></p>',
              _table(None, [
-                 ['embedder', opts['embedder']['name']], ['tokenizer', f"{opts['tokenizer']['source']} ({opts['tokenizer']['vocab_size']:,} tokens)"],
+                 ['embedder', opts['embedder']['name']],
+                 ['tokenizer', f"{opts['tokenizer']['source']} ({opts['tokenizer']['vocab_size']:,} tokens)"],
                  ['window', opts['window']], ['seq_len', opts['seq_len']], ['seed', opts['seed']]], left=2),
              '<h2>Totals</h2>',
-             _table(['documents read', 'indexed', 'rejected', 'windows', 'tokens', 'EOS', 'pad', 'samples',
-                     'sample tokens'],
-                    [[f"{t[k]:,}" for k in ('documents_read', 'documents_indexed', 'documents_rejected', 'windows',
-                                            'tokens', 'eos_tokens', 'pad_tokens', 'samples', 'sample_tokens')]],
-                    left=0)]
+             _table(['documents read', 'indexed', 'rejected', 'excluded', 'windows', 'tokens', 'EOS', 'pad',
+                     'samples', 'sample tokens'],
+                    [[f"{t.get(k, 0):,}" for k in ('documents_read', 'documents_indexed', 'documents_rejected',
+                                                   'documents_excluded', 'windows', 'tokens', 'eos_tokens',
+                                                   'pad_tokens', 'samples', 'sample_tokens')]],
+                    left=0),
+             '<p class=meta>documents read = indexed + rejected + excluded (dropped as eval text by '
+             '<code>--exclude</code>)</p>']
     if manifest['rejects']['count']:
         parts.append(f"<p>Rejects by reason (each listed with file and line in "
                      f"<code>{e(manifest['rejects']['file'])}</code>):</p>" +
-                     _table(['reason', 'records'], [[k, f'{v:,}'] for k, v in manifest['rejects']['by_reason'].items()]))
+                     _table(['reason', 'records'],
+                            [[k, f'{v:,}'] for k, v in manifest['rejects']['by_reason'].items()]))
     level_rows = []
     for level, info in enumerate(levels):
         row = [level, len(info['nodes']), info['planned'], info['pruned_empty']]
@@ -356,12 +373,13 @@ def render_html(insp: Inspection, views: list[ClusterView], figures: list[tuple[
             ['weights file', insp.weights_path], ['level', f"{insp.level} ({w['level_rule']})"],
             ['options', ', '.join(f'{k}={v}' for k, v in sorted(w['options'].items()))],
             ['specialist windows', f"{sum(task['windows'] for task in w['tasks']):,}"],
-            ['coverage', f"{np.mean(np.asarray(w['target_histogram']) > 0):.1%} of the level's clusters"],
+            ['coverage', f"{np.mean(insp.target > 0):.1%} of the level's clusters"],
             ['effective sample size', f'{insp.ess_fraction:.1%} of the pool '
                                       f'({insp.ess_fraction * int(insp.index.leaf_samples.sum()):,.0f} samples)'],
             ['budget', f'{insp.budget_samples:,} samples of {seq_len} tokens ({insp.budget_source})'],
             ['leaves repeated more than once', f'{over:,} of {insp.index.num_leaves:,} '
-                                               f'(max {insp.repeats.max():.2f}x)']])]
+                                               f'(max {insp.repeats.max():.2f}x)']] +
+            ([['note', STALE_NOTE]] if insp.stale_target else []))]
     parts.append('<h2>Plots</h2>')
     parts += [f'<figure><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
               for name, caption in figures]
@@ -372,7 +390,8 @@ def render_html(insp: Inspection, views: list[ClusterView], figures: list[tuple[
                  f'cluster (scikit-learn TfidfVectorizer, English stop words dropped).</p>')
     parts += [_cluster_html(insp, view) for view in views]
     return (f'<!DOCTYPE html><html lang=en><head><meta charset="utf-8"><title>cis_stream report '
-            f'{e(insp.index.fingerprint[:16])}</title><style>{CSS}</style></head><body>{"".join(parts)}</body></html>\n')
+            f'{e(insp.index.fingerprint[:16])}</title><style>{CSS}</style></head>'
+            f'<body>{"".join(parts)}</body></html>\n')
 
 
 def write_report(insp: Inspection, out_dir: str, top: int = TOP_CLUSTERS, progress: bool = True) -> str:

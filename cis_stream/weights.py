@@ -22,7 +22,7 @@ import numpy as np
 from cis_stream.manifest import CISIndex, canonical_json, replacing, sha256_file
 from cis_stream.mixture import cap_proportions
 from cis_stream.readers import Document, expand_inputs, read_documents
-from cis_stream.validate import check_proportions, check_weights
+from cis_stream.validate import WEIGHTS_ADVICE, check_proportions, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,9 @@ def read_weights(path: str, index: CISIndex) -> dict:
     if not isinstance(weights, dict) or weights.get('format') != WEIGHTS_FORMAT:
         raise ValueError(f'{path}: not a {WEIGHTS_FORMAT} weights file')
     check_weights(weights, path)
+    if weights['level'] >= len(index.levels):
+        raise ValueError(f"{path}: field level: {weights['level']}, but {index.root} has levels "
+                         f'0..{len(index.levels) - 1}; {WEIGHTS_ADVICE}')
     earlier = [step for step in index.manifest.get('history', [])
                if step['fingerprint'] == weights['index_fingerprint']]
     if earlier:

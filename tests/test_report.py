@@ -290,3 +290,55 @@ def test_cli_inspect_errors_are_clear(case, message, mix_index, mix_weights, sma
     assert 'Traceback' not in err
     if case == 'other_index':
         assert f'recompute it with `cis-stream weights --index {small_index.root}' in err
+
+
+def html_totals(page: str) -> dict[str, int]:
+    """The report's Totals table: header → number."""
+    table = re.search(r'<h2>Totals</h2><table>(.*?)</table>', page).group(1)
+    headers = re.findall(r'<th[^>]*>([^<]*)</th>', table)
+    values = re.findall(r'<td[^>]*>([^<]*)</td>', table)
+    return dict(zip(headers, (number(v) for v in values)))
+
+
+def test_html_totals_reconcile_with_excluded_documents(small_corpus, tmp_path):
+    """An index built with --exclude: read = indexed + rejected + excluded (excluded was left out)."""
+    from conftest import SMALL_OPTIONS, json_line, write_lines
+    evals = str(tmp_path / 'evals.jsonl')
+    write_lines(evals, [json_line({'text': d['text']}) for d in small_corpus.docs[10:13]])
+    index = build_index([small_corpus.root], str(tmp_path / 'idx'), exclude=[evals], **SMALL_OPTIONS)
+    page = open(write_report(inspect_index(index.root), str(tmp_path / 'r'), top=1, progress=False),
+                encoding='utf-8').read()
+    totals = html_totals(page)
+    assert totals['excluded'] == index.manifest['totals']['documents_excluded'] == 3
+    assert totals['indexed'] + totals['rejected'] + totals['excluded'] == totals['documents read'] == 300
+
+
+def test_a_hand_edited_weights_file_is_shown_as_training_draws_it(mix_index, mix_weights, weights_json, tmp_path):
+    """All the mass moved to the leaves of the least weighted cluster; target_histogram left as it was."""
+    level = weights_json['level']
+    target = np.asarray(weights_json['target_histogram'])
+    cluster = int(np.argmin(np.where(target > 0, target, np.inf)))
+    leaves = np.flatnonzero(mix_index.leaf_ancestors(level) == cluster)
+    proportions = np.zeros(mix_index.num_leaves)
+    proportions[leaves] = 1 / len(leaves)
+    path = tmp_path / 'edited.weights.json'
+    path.write_text(json.dumps(dict(weights_json, leaf_proportions=proportions.tolist())), encoding='utf-8')
+    insp = inspect_index(mix_index.root, str(path))
+    text = summary(insp)
+    rows = re.findall(r'^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d,]+)$', text, re.M)
+    assert (int(rows[0][0]), float(rows[0][1])) == (cluster, 1.0)
+    assert 'does not match its leaf_proportions' in text
+    # All the mass on one cluster: the ESS is that cluster's share of the pool.
+    assert insp.ess_fraction == pytest.approx(insp.generalist(level)[cluster])
+    page = open(write_report(insp, str(tmp_path / 'r'), top=1, progress=False), encoding='utf-8').read()
+    assert f'<h3>cluster {cluster} (level {level})</h3>' in page and 'target 1.0000' in page
+    assert 'does not match its leaf_proportions' not in summary(inspect_index(mix_index.root, mix_weights))
+
+
+@pytest.mark.parametrize('top', ['0', '-1', 'x'])
+def test_inspect_refuses_a_top_that_is_not_positive(top, small_index, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(['inspect', small_index.root, '--html', str(tmp_path / 'r'), '--top', top])
+    assert done.value.code == 2
+    assert f"argument --top: '{top}': expected a positive whole number" in capsys.readouterr().err
+    assert not (tmp_path / 'r').exists()

@@ -135,9 +135,11 @@ def test_bad_weight_files_and_options_get_clear_errors(mix_weights, mix_index, t
         'nan': dict(weights, leaf_proportions=[float('nan')] + weights['leaf_proportions'][1:]),
         'unnormalised': dict(weights, leaf_proportions=[2 * p for p in weights['leaf_proportions']]),
         'too_few': dict(weights, leaf_proportions=weights['leaf_proportions'][:3]),
+        'no_such_level': dict(weights, level=2),
     }
     messages = {'other_index': 'recompute it', 'negative': 'non-negative', 'nan': 'finite',
-                'unnormalised': 'sum to 1', 'too_few': 'leaf proportions for an index of'}
+                'unnormalised': 'sum to 1', 'too_few': 'leaf proportions for an index of',
+                'no_such_level': 'field level: 2, but .* has levels 0..1'}
     for name, content in cases.items():
         path = tmp_path / f'{name}.json'
         path.write_text(json.dumps(content))
