@@ -3,10 +3,10 @@
 The public names are imported lazily so that `cis-stream index` does not pay for torch.
 """
 
-from importlib import import_module
+from importlib import import_module, metadata
 
 _EXPORTS = {
-    'build_index': 'cis_stream.index', 'IndexOptions': 'cis_stream.index',
+    'build_index': 'cis_stream.index', 'IndexOptions': 'cis_stream.options',
     'CISIndex': 'cis_stream.manifest',
     'compute_weights': 'cis_stream.weights', 'write_weights': 'cis_stream.weights',
     'read_weights': 'cis_stream.weights', 'WeightOptions': 'cis_stream.weights',
@@ -14,7 +14,7 @@ _EXPORTS = {
     'build_cis_dataloader': 'cis_stream.composer_data',
 }
 __all__ = sorted(_EXPORTS)
-__version__ = '0.1.0'
+__version__ = metadata.version('cis_stream')  # pyproject.toml's, from the installed package's metadata
 
 
 def __getattr__(name):

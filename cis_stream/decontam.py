@@ -30,12 +30,12 @@ from typing import Callable
 import numpy as np
 
 from cis_stream.manifest import sha256_file
+from cis_stream.options import DEFAULT_NGRAM
 from cis_stream.readers import Document, InputError, expand_inputs, read_documents
 from cis_stream.tokens import Windows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NGRAM = 13
 EXCLUDED_FILE = 'excluded.jsonl'
 NORMALISATION = 'NFKC, lower-case; documents: whitespace collapsed; n-grams: words are \\w+ runs'
 _WORD = re.compile(r'\w+')

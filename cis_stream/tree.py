@@ -17,17 +17,10 @@ import numpy as np
 from sklearn.cluster import kmeans_plusplus
 from tqdm.auto import tqdm
 
+from cis_stream.options import check_levels
+
 KMEANS_ITERATIONS = 20
 KMEANS_PP_POINTS_PER_CLUSTER = 64
-
-
-def check_levels(levels: list[int]) -> None:
-    if not levels or any(n < 1 for n in levels):
-        raise ValueError(f'--levels {levels}: give positive cluster counts, e.g. 16,256')
-    for upper, lower in zip(levels, levels[1:]):
-        if lower % upper or lower <= upper:
-            raise ValueError(f'--levels {levels}: each level must be a larger multiple of the one above '
-                             f'({lower} is not a multiple of {upper} greater than it)')
 
 
 def _node_seed(seed: int, level: int, node: int) -> int:
