@@ -6,24 +6,40 @@ and reason, so that callers can reconcile "documents read = indexed + rejected".
 
 from __future__ import annotations
 
+import bz2
 import glob
 import gzip
 import io
 import json
+import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Union
 
 import zstandard
 
-SUPPORTED_SUFFIXES = ('.jsonl', '.jsonl.gz', '.jsonl.zst', '.txt')
+log = logging.getLogger(__name__)
+
+# Input formats, by suffix (any case): JSON lines (a `.json` file only where it is JSON lines: see
+# _read_jsonl) or text (one document per file), each plain or compressed. Other files under an
+# input directory are skipped, listed and counted (`InputFiles.skipped`).
+JSONL_SUFFIXES = ('.jsonl', '.ndjson', '.json')
+TEXT_SUFFIXES = ('.txt',)
+COMPRESSIONS = ('.gz', '.zst', '.bz2')
+SUFFIXES_HELP = '.jsonl, .ndjson, .json (JSON lines) or .txt, each optionally .gz, .zst or .bz2'
 # Longest document (a .jsonl line, or a whole .txt file) read, in bytes. Tokenising costs about
 # 200 bytes of memory per byte of text (measured: a 16 MB line peaks at 3.1 GB), so a 200 MB
 # single-line dump would need ~40 GB; longer documents are rejected, counted and logged instead,
 # having been skipped in 1 MiB reads. Raise it (--max-doc-bytes) only with the memory to match.
 MAX_DOC_BYTES = 8 << 20
 _SKIP_CHUNK = 1 << 20
+# A file whose first block (decompressed) is over this share of NUL, control or invalid UTF-8
+# bytes is binary (an image, an archive, a compressed file without its suffix): one reject for the
+# file, not one per "line". Text with a few stray NULs, or latin-1 text, stays far below it.
+_SNIFF_BYTES = 1 << 16
+_BINARY_SHARE = 0.3
+_CONTROL_BYTES = bytes(b for b in range(32) if chr(b) not in '\t\n\r\x0b\x0c\x1b')
 # Record fields named in a missing-text-field reject (enough to spot the right --text-field).
 _FIELDS_SHOWN = 6
 # JSON escapes can produce lone UTF-16 surrogates ("\ud800"), which are not Unicode text: no
@@ -58,36 +74,90 @@ class Reject:
 Record = Union[Document, Reject]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
+def _split_name(path: str) -> tuple[str, str]:
+    """The file's lower-case name without its compression suffix, and that suffix ('' if none)."""
+    name = os.path.basename(path).lower()
+    compression = next((c for c in COMPRESSIONS if name.endswith(c)), '')
+    return name[:len(name) - len(compression)], compression
+
+
+def _format(path: str) -> str | None:
+    """'jsonl' or 'txt' by the file's suffix, or None for a file that is not an input."""
+    name = _split_name(path)[0]
+    return 'jsonl' if name.endswith(JSONL_SUFFIXES) else 'txt' if name.endswith(TEXT_SUFFIXES) else None
+
+
+@dataclass
+class InputFiles:
+    """The files to read, sorted, and the files found under the inputs that are not read (with why)."""
+    files: list[str]
+    skipped: list[dict] = field(default_factory=list)  # {'path', 'reason'}
+
+    def describe_skipped(self, shown: int = 5) -> str:
+        names = ', '.join(s['path'] for s in self.skipped[:shown])
+        more = f' and {len(self.skipped) - shown} more' if len(self.skipped) > shown else ''
+        return f'{len(self.skipped)} file(s) under the inputs skipped, not read: {names}{more}'
+
+
+def find_inputs(inputs: list[str], strict: bool = False) -> InputFiles:
     """Resolve files, directories (recursively) and globs into a sorted, de-duplicated file list.
 
     Sorting makes the document order, and so every downstream result, independent of the
-    order in which the file system lists a directory.
+    order in which the file system lists a directory. A file named explicitly must be an input
+    format; other files found in a directory or by a glob, unreadable directories and links to
+    directories are skipped and listed (an error with `strict`).
     """
     files: list[str] = []
+    skipped: dict[str, str] = {}  # absolute path: reason
+    other = f'not an input format ({SUFFIXES_HELP})'
     for spec in inputs:
         if os.path.isdir(spec):
-            found = [
-                os.path.join(root, name) for root, _, names in os.walk(spec) for name in names
-                if name.endswith(SUPPORTED_SUFFIXES)
-            ]
+            found = []
+
+            def unreadable(err: OSError) -> None:
+                skipped[os.path.abspath(err.filename)] = f'unreadable directory: {err.strerror}'
+            for root, dirs, names in os.walk(spec, onerror=unreadable):
+                for name in dirs:
+                    if os.path.islink(os.path.join(root, name)):
+                        skipped[os.path.abspath(os.path.join(root, name))] = \
+                            'a link to a directory, not followed: give its target as an input'
+                for name in names:
+                    path = os.path.join(root, name)
+                    if _format(name):
+                        found.append(path)
+                    else:
+                        skipped[os.path.abspath(path)] = other
             if not found:
-                raise InputError(f'{spec}: directory holds no {", ".join(SUPPORTED_SUFFIXES)} files')
+                raise InputError(f'{spec}: directory holds no input files ({SUFFIXES_HELP})')
             files.extend(found)
         elif os.path.isfile(spec):
-            if not spec.endswith(SUPPORTED_SUFFIXES):
-                raise InputError(
-                    f'{spec}: unsupported file type; use one of {", ".join(SUPPORTED_SUFFIXES)}')
+            if not _format(spec):
+                raise InputError(f'{spec}: unsupported file type; use {SUFFIXES_HELP}')
             files.append(spec)
         elif glob.has_magic(spec):
-            found = [f for f in glob.glob(spec, recursive=True)
-                     if os.path.isfile(f) and f.endswith(SUPPORTED_SUFFIXES)]
+            matches = [f for f in glob.glob(spec, recursive=True) if os.path.isfile(f)]
+            found = [f for f in matches if _format(f)]
+            skipped.update((os.path.abspath(f), other) for f in matches if not _format(f))
             if not found:
-                raise InputError(f'{spec}: pattern matches no {", ".join(SUPPORTED_SUFFIXES)} files')
+                raise InputError(f'{spec}: pattern matches no input files ({SUFFIXES_HELP})')
             files.extend(found)
         else:
             raise InputError(f'{spec}: no such file or directory')
-    return sorted({os.path.abspath(f) for f in files})
+    result = InputFiles(sorted({os.path.abspath(f) for f in files}),
+                        [{'path': path, 'reason': reason} for path, reason in sorted(skipped.items())])
+    if strict and result.skipped:
+        first = result.skipped[0]
+        raise InputError(f"{first['path']}: {first['reason']}; --strict refuses to skip it "
+                         f'({result.describe_skipped()}): move it out of the inputs or run without --strict')
+    return result
+
+
+def expand_inputs(inputs: list[str], strict: bool = False) -> list[str]:
+    """The files of `find_inputs`; a skipped file is named in a warning."""
+    found = find_inputs(inputs, strict)
+    if found.skipped:
+        log.warning('%s', found.describe_skipped())
+    return found.files
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -130,12 +200,43 @@ class _ZstdFrames(io.RawIOBase):
 
 
 def _open_binary(path: str) -> io.BufferedIOBase:
+    """The file's bytes, decompressed according to its suffix."""
     raw = open(path, 'rb')
-    if path.endswith('.gz'):
+    compression = _split_name(path)[1]
+    if compression == '.gz':
         return gzip.GzipFile(fileobj=raw)
-    if path.endswith('.zst'):
+    if compression == '.zst':
         return io.BufferedReader(_ZstdFrames(raw))
+    if compression == '.bz2':
+        return bz2.BZ2File(raw)
     return raw
+
+
+# A truncated or corrupt compressed stream raises one of these while it is read.
+_STREAM_ERRORS = (OSError, EOFError, zstandard.ZstdError)
+
+
+def _binary(path: str) -> str | None:
+    """Why the file is binary rather than text (see _BINARY_SHARE), or None."""
+    try:
+        with _open_binary(path) as handle:
+            block = handle.read(_SNIFF_BYTES)
+    except _STREAM_ERRORS:
+        return None  # reported by the reader, where reading stops
+    if not block:
+        return None
+    invalid = block.decode('utf-8', 'replace').count('\ufffd') - block.decode('utf-8', 'ignore').count('\ufffd')
+    strange = invalid + len(block) - len(block.translate(None, _CONTROL_BYTES))
+    if strange <= _BINARY_SHARE * len(block):
+        return None
+    return (f'binary file, not text: {strange / len(block):.0%} of its first {len(block):,} bytes are NUL, control '
+            f'or invalid UTF-8 bytes; the whole file is skipped (a compressed file needs its suffix, e.g. '
+            f'.jsonl.gz; inputs are {SUFFIXES_HELP})')
+
+
+def _invalid_utf8(err: UnicodeDecodeError) -> str:
+    return (f'invalid UTF-8: at byte {err.start}; the file is likely latin-1 or cp1252, not UTF-8: convert it, '
+            f'e.g. `iconv -f latin1 -t utf-8 FILE > UTF8_FILE`')
 
 
 def _skip_rest_of_line(handle, read: int) -> int:
@@ -157,22 +258,27 @@ def _missing_field(text_field: str, record: dict) -> str:
     return f'missing text field {text_field!r}: the record has {fields}{more}; choose one with --text-field'
 
 
-def _json_array_start(raw: bytes) -> bool:
-    """A first line that opens a JSON array but is not one: a pretty-printed array file."""
-    if not raw.lstrip().startswith(b'['):
-        return False
+def _spread_json(raw: bytes, whole_json: bool) -> str | None:
+    """What a first line that does not parse but opens a JSON document spread over lines is: a
+    pretty-printed array (any suffix) or, in a `.json` file, any pretty-printed JSON."""
+    start = raw.lstrip()[:1]
+    if start != b'[' and not (whole_json and start == b'{'):
+        return None
     try:
         json.loads(raw)
     except ValueError:
-        return True
-    return False
+        return JSON_ARRAY_HINT if start == b'[' else JSON_DOCUMENT_HINT
+    return None
 
 
 JSON_ARRAY_HINT = ('a JSON array, not JSON lines (one object per line): convert it, '
                    'e.g. `jq -c ".[]" FILE > FILE.jsonl`')
+JSON_DOCUMENT_HINT = ('a JSON document spread over lines, not JSON lines (one object per line): convert it, '
+                      'e.g. `jq -c . FILE > FILE.jsonl`')
 
 
 def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
+    whole_json = _split_name(path)[0].endswith('.json')
     line_no = 0
     with _open_binary(path) as handle:
         while True:
@@ -182,7 +288,7 @@ def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
                     yield Reject(path, line_no + 1, _too_long(_skip_rest_of_line(handle, len(raw)), max_bytes))
                     line_no += 1
                     continue
-            except (OSError, EOFError, zstandard.ZstdError) as err:
+            except _STREAM_ERRORS as err:
                 # Truncated or corrupt compressed stream: what was read stays indexed, the rest
                 # of the file is reported once, at the line where reading stopped.
                 yield Reject(path, line_no + 1, f'unreadable compressed data after this point: {err}')
@@ -193,14 +299,15 @@ def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
             if not raw.strip():
                 yield Reject(path, line_no, 'empty line')
                 continue
-            if line_no == 1 and _json_array_start(raw):
-                # Each following line would be a fragment of the array: one reject for the file.
-                yield Reject(path, 1, f'whole file skipped: {JSON_ARRAY_HINT}')
+            spread = _spread_json(raw, whole_json) if line_no == 1 else None
+            if spread:
+                # Each following line would be a fragment of the document: one reject for the file.
+                yield Reject(path, 1, f'whole file skipped: {spread}')
                 return
             try:
                 line = raw.decode('utf-8')
             except UnicodeDecodeError as err:
-                yield Reject(path, line_no, f'invalid UTF-8: at byte {err.start}')
+                yield Reject(path, line_no, _invalid_utf8(err))
                 continue
             try:
                 record = json.loads(line)
@@ -230,16 +337,20 @@ def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
 
 
 def _read_txt(path: str, max_bytes: int) -> Iterator[Record]:
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        yield Reject(path, 1, _too_long(size, max_bytes))
-        return
-    with open(path, 'rb') as handle:
-        raw = handle.read()
+    with _open_binary(path) as handle:
+        try:
+            raw = handle.read(max_bytes + 1)
+            if len(raw) > max_bytes:
+                size = len(raw) + sum(len(chunk) for chunk in iter(lambda: handle.read(_SKIP_CHUNK), b''))
+                yield Reject(path, 1, _too_long(size, max_bytes))
+                return
+        except _STREAM_ERRORS as err:
+            yield Reject(path, 1, f'unreadable compressed data: {err}')
+            return
     try:
         text = raw.decode('utf-8')
     except UnicodeDecodeError as err:
-        yield Reject(path, 1, f'invalid UTF-8: at byte {err.start}')
+        yield Reject(path, 1, _invalid_utf8(err))
         return
     if not text.strip():
         yield Reject(path, 1, 'empty document')
@@ -248,9 +359,12 @@ def _read_txt(path: str, max_bytes: int) -> Iterator[Record]:
 
 
 def read_file(path: str, text_field: str = 'text', max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Record]:
-    """Yield the documents and rejects of one file; an unreadable file is one reject."""
+    """Yield the documents and rejects of one file; an unreadable or binary file is one reject."""
     try:
-        if path.endswith('.txt'):
+        binary = _binary(path)
+        if binary:
+            yield Reject(path, 1, binary)
+        elif _format(path) == 'txt':
             yield from _read_txt(path, max_doc_bytes)
         else:
             yield from _read_jsonl(path, text_field, max_doc_bytes)

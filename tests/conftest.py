@@ -9,6 +9,7 @@ TMPDIR of their own (`make test` does both), and never call clean_stale_shared_m
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
 import os
@@ -93,12 +94,14 @@ def json_line(record: dict) -> bytes:
 
 
 def write_lines(path: str, lines: list[bytes]) -> None:
-    """Write raw lines as plain, gzip or zstd according to the suffix."""
+    """Write raw lines as plain, gzip, zstd or bzip2 according to the suffix (any case)."""
     data = b''.join(lines)
-    if path.endswith('.gz'):
+    if path.lower().endswith('.gz'):
         data = gzip.compress(data, mtime=0)
-    elif path.endswith('.zst'):
+    elif path.lower().endswith('.zst'):
         data = zstandard.ZstdCompressor(level=3).compress(data)
+    elif path.lower().endswith('.bz2'):
+        data = bz2.compress(data)
     with open(path, 'wb') as handle:
         handle.write(data)
 

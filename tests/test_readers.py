@@ -10,11 +10,11 @@ import random
 import pytest
 import zstandard
 
-from cis_stream.readers import (Document, InputError, Reject, expand_inputs, read_documents,
+from cis_stream.readers import (Document, InputError, Reject, expand_inputs, find_inputs, read_documents,
                                 read_file)
 from conftest import PLANTED_BAD_LINES, json_line, write_lines
 
-SUFFIXES = ['.jsonl', '.jsonl.gz', '.jsonl.zst']
+SUFFIXES = ['.jsonl', '.jsonl.gz', '.jsonl.zst', '.jsonl.bz2']
 
 
 def split(records):
@@ -123,7 +123,7 @@ def _numbered_lines(n: int) -> list[bytes]:
             for i in range(n)]
 
 
-@pytest.mark.parametrize('suffix', ['.jsonl.gz', '.jsonl.zst'])
+@pytest.mark.parametrize('suffix', ['.jsonl.gz', '.jsonl.zst', '.jsonl.bz2'])
 @pytest.mark.parametrize('lines, keep', [(3000, 0.5), (3000, 0.97), (40, 0.7)],
                          ids=['many-blocks-half', 'many-blocks-tail', 'one-block'])
 def test_truncated_compressed_file_yields_good_lines_then_one_reject(tmp_path, suffix, lines, keep):
@@ -188,7 +188,7 @@ def tree_of_inputs(tmp_path):
         write_lines(str(root / name), lines)
     (root / 'sub' / 'd.txt').write_text('delta', encoding='utf-8')
     (root / 'README.md').write_text('not an input')
-    (root / 'sub' / 'data.json').write_text('{"text": "not an input either"}')
+    (root / 'sub' / 'data.csv').write_text('text\nnot an input either\n')
     return root
 
 
@@ -216,13 +216,13 @@ def test_globs_and_duplicates(tree_of_inputs, monkeypatch):
 @pytest.mark.parametrize('make, message', [
     (lambda root: str(root / 'missing.jsonl'), 'no such file or directory'),
     (lambda root: str(root / 'README.md'), 'unsupported file type'),
-    (lambda root: str(root / 'sub' / 'data.json'), 'unsupported file type'),
+    (lambda root: str(root / 'sub' / 'data.csv'), 'unsupported file type'),
     (lambda root: str((root / 'empty').mkdir() or root / 'empty'), 'directory holds no'),
     (lambda root: str((root / 'only_md').mkdir() or (root / 'only_md' / 'x.md').write_text('x')
                       and root / 'only_md'), 'directory holds no'),
     (lambda root: str(root / 'nothing-*.jsonl'), 'pattern matches no'),
     (lambda root: str(root / '**' / '*.parquet'), 'pattern matches no'),
-], ids=['missing', 'unsupported-md', 'unsupported-json', 'empty-dir', 'dir-without-inputs',
+], ids=['missing', 'unsupported-md', 'unsupported-csv', 'empty-dir', 'dir-without-inputs',
         'glob-no-match', 'recursive-glob-no-match'])
 def test_expand_inputs_errors_name_the_path(tree_of_inputs, make, message):
     spec = make(tree_of_inputs)
@@ -231,3 +231,82 @@ def test_expand_inputs_errors_name_the_path(tree_of_inputs, make, message):
     assert str(info.value).startswith(f'{spec}:'), str(info.value)
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_other_files_under_the_inputs_are_listed_as_skipped(tree_of_inputs, caplog):
+    root = tree_of_inputs
+    (root / 'linked').symlink_to(root / 'sub', target_is_directory=True)
+    found = find_inputs([str(root)])
+    assert found.skipped == [
+        {'path': str(root / 'README.md'), 'reason': found.skipped[0]['reason']},
+        {'path': str(root / 'linked'), 'reason': 'a link to a directory, not followed: give its target as an input'},
+        {'path': str(root / 'sub' / 'data.csv'), 'reason': found.skipped[0]['reason']}]
+    assert found.skipped[0]['reason'].startswith('not an input format (.jsonl, .ndjson, .json (JSON lines) or .txt')
+    # A glob lists what it matched and does not read; callers of expand_inputs get a warning.
+    assert find_inputs([str(root / '*')]).skipped == found.skipped[:1]
+    assert expand_inputs([str(root)]) == found.files
+    assert [r.getMessage() for r in caplog.records] == [
+        f"3 file(s) under the inputs skipped, not read: {root / 'README.md'}, {root / 'linked'}, "
+        f"{root / 'sub' / 'data.csv'}"]
+    with pytest.raises(InputError) as info:
+        find_inputs([str(root)], strict=True)
+    assert str(info.value).startswith(f"{root / 'README.md'}: not an input format")
+    assert '--strict refuses to skip it (3 file(s)' in str(info.value)
+
+
+@pytest.mark.parametrize('name', ['UPPER.JSONL', 'lines.json', 'lines.ndjson', 'Mixed.Jsonl.Gz', 'b.jsonl.bz2',
+                                  'c.JSON.ZST'])
+def test_json_lines_suffixes_in_any_case(tmp_path, name):
+    path = str(tmp_path / name)
+    write_lines(path, [json_line({'text': f'document {i}'}) for i in range(3)])
+    assert find_inputs([str(tmp_path)]).files == [path] and find_inputs([str(tmp_path)]).skipped == []
+    assert [d.text for d in read_file(path)] == ['document 0', 'document 1', 'document 2']
+
+
+@pytest.mark.parametrize('name', ['essay.TXT', 'essay.txt.gz', 'essay.txt.zst', 'essay.txt.bz2'])
+def test_text_files_plain_or_compressed(tmp_path, name):
+    path = str(tmp_path / name)
+    write_lines(path, ['Plain text, ünïcode.\nTwo lines.\n'.encode()])
+    (doc,) = list(read_file(path))
+    assert isinstance(doc, Document) and doc.text == 'Plain text, ünïcode.\nTwo lines.\n'
+
+
+def test_compressed_text_over_the_size_cap_is_one_reject_with_its_size(tmp_path):
+    path = str(tmp_path / 'big.txt.gz')
+    write_lines(path, [b'word ' * 1000])
+    (reject,) = list(read_file(path, max_doc_bytes=1000))
+    assert reject.reason == 'document too long: 5,000 bytes, over --max-doc-bytes 1,000'
+
+
+def test_pretty_printed_json_file_is_one_reject_with_the_fix(tmp_path):
+    path = tmp_path / 'record.json'
+    path.write_text(json.dumps({'text': 'one document', 'id': 1}, indent=2))
+    (reject,) = list(read_file(str(path)))
+    assert (reject.line, reject.reason) == (1, 'whole file skipped: a JSON document spread over lines, not JSON lines '
+                                               '(one object per line): convert it, e.g. `jq -c . FILE > FILE.jsonl`')
+
+
+@pytest.mark.parametrize('name', ['random.jsonl', 'random.txt'])
+def test_binary_file_is_one_reject_for_the_whole_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(random.Random(0).randbytes(200_000))
+    (reject,) = list(read_file(str(path)))
+    assert reject.line == 1 and reject.reason.startswith('binary file, not text: ')
+    assert ('of its first 65,536 bytes are NUL, control or invalid UTF-8 bytes; the whole file is skipped'
+            in reject.reason)
+
+
+def test_gzip_file_without_its_suffix_is_binary(tmp_path):
+    path = tmp_path / 'packed.jsonl'
+    path.write_bytes(gzip.compress(b''.join(_numbered_lines(2000))))
+    (reject,) = list(read_file(str(path)))
+    assert reject.reason.startswith('binary file') and 'needs its suffix, e.g. .jsonl.gz' in reject.reason
+
+
+def test_latin1_text_is_rejected_per_line_with_the_conversion(tmp_path):
+    path = tmp_path / 'latin.jsonl'
+    path.write_bytes('{"text": "café au lait"}\n{"text": "naïve"}\n'.encode('latin-1'))
+    rejects = list(read_file(str(path)))
+    assert [r.line for r in rejects] == [1, 2]
+    assert rejects[0].reason == ('invalid UTF-8: at byte 13; the file is likely latin-1 or cp1252, not UTF-8: '
+                                 'convert it, e.g. `iconv -f latin1 -t utf-8 FILE > UTF8_FILE`')
