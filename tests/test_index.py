@@ -356,12 +356,17 @@ def test_existing_out_is_refused_then_replaced_with_overwrite(small_corpus, smal
     with pytest.raises(FileExistsError) as info:
         build_index([small_corpus.root], out_dir, **SMALL_OPTIONS)
     assert out_dir in str(info.value) and 'overwrite' in str(info.value)
+    # --overwrite replaces only an index (test_build_safety.py), here one built with another seed.
+    with pytest.raises(FileExistsError, match='--overwrite replaces only a cis_stream index'):
+        build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
     assert os.listdir(out_dir) == ['keep-me.txt'] and leftovers(out_dir) == []
+    shutil.rmtree(out_dir)
+    other = build_index([small_corpus.root], out_dir, **{**SMALL_OPTIONS, 'seed': 1})
 
     index = build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
     assert sorted(os.listdir(out_dir)) == PUBLISHED
     assert leftovers(out_dir) == []
-    assert CISIndex.open(out_dir).fingerprint == index.fingerprint == small_index.fingerprint
+    assert CISIndex.open(out_dir).fingerprint == index.fingerprint == small_index.fingerprint != other.fingerprint
 
 
 @pytest.mark.parametrize('stage', ['read_part', 'embed_part', 'write_leaf'])
