@@ -18,8 +18,10 @@ from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.grow import _link_tree, add_to_index
 from cis_stream.index import build_index, finish_manifest
+from cis_stream.index import summary as index_summary
 from cis_stream.manifest import CISIndex, sha256_file
 from cis_stream.readers import InputError
+from cis_stream.report import inspect_index, summary
 from cis_stream.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
 from conftest import SMALL_OPTIONS, json_line, write_lines
@@ -129,6 +131,14 @@ def test_old_weights_are_refused_with_the_command_to_recompute(small_index, grow
     assert dataset.num_samples == grown.manifest['totals']['samples']
 
 
+def test_inspect_summarises_a_grown_index(grown):
+    """It read the build's total time, which a grown index does not have (KeyError)."""
+    text = summary(inspect_index(grown.root))
+    t = grown.manifest['totals']
+    assert f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents" in text
+    assert 'grown by cis-stream add' in text
+
+
 def test_adding_a_file_twice_is_refused(grown, new_docs):
     with pytest.raises(InputError, match='already in .*duplicate'):
         add_to_index(grown.root, [new_docs[0]], progress=False)
@@ -219,13 +229,15 @@ COPIES = {5: 3, 17: 10, 40: 15}   # line of the new file → line of the eval fi
 
 @pytest.fixture(scope='module')
 def screened(small_corpus, wiki_records, tmp_path_factory):
-    """The small corpus indexed with --exclude (20 real Arts summaries), and 60 new Geography
-    summaries with exact copies of three eval documents planted (one upper-cased)."""
+    """The small corpus indexed with --exclude (20 real Arts summaries, then two of the corpus's own
+    documents, which the build excludes), and 60 new Geography summaries with exact copies of three
+    eval documents planted (one upper-cased)."""
     root = tmp_path_factory.mktemp('screened')
     arts = [r['text'] for r in wiki_records if r['topic'] == EVAL_TOPIC][:20]
     evals = str(root / 'evals.jsonl')
-    write_lines(evals, [json_line({'text': t}) for t in arts])
+    write_lines(evals, [json_line({'text': t}) for t in arts + small_corpus.texts[5:7]])
     index = build_index([small_corpus.root], str(root / 'index'), exclude=[evals], **SMALL_OPTIONS)
+    assert index.manifest['totals']['documents_excluded'] == 2
     clean = [r['text'] for r in wiki_records if r['topic'] == NEW_TOPIC][200:260]
     lines = list(clean)
     for line, eval_line in sorted(COPIES.items()):
@@ -296,3 +308,4 @@ def test_add_refuses_when_the_eval_files_are_gone_or_changed_unless_told_not_to_
         o['documents_excluded'], o['documents_indexed'] + len(screened.lines))
     words = indexed_words(grown)
     assert all(probe in words for probe in eval_probes(screened)), 'not screened: the claim had to go'
+    assert f"{t['documents_excluded']:,} excluded" in index_summary(grown.manifest), 'read = indexed + ...'
