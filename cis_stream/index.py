@@ -16,11 +16,12 @@ included) does not depend on the number of processes.
 
 Every finished part, fit and leaf is recorded in `<out>.building/_work`: a run that is killed and
 started again with the same command skips what is done. The index is published by renaming
-`<out>.building` to `<out>` only when complete.
+`<out>.building` to `<out>` only when complete; one job at a time may build it (staging.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,6 @@ import shutil
 import sys
 import time
 from array import array
-from dataclasses import dataclass, field
 
 import numpy as np
 from streaming import MDSWriter
@@ -41,12 +41,14 @@ from cis_stream.dist import Group, balanced_split, one_thread, share_cores
 from cis_stream.duplicates import count_duplicates, text_hash
 from cis_stream.embedders import Embedder, embedder_class, load_embedder, make_embedder
 from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
-                                 MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex,
+                                 MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex, NotAnIndexError,
                                  canonical_json, leaf_dir_name, replacing, sha256_file, write_leaf_indexes)
-from cis_stream.readers import MAX_DOC_BYTES, Document, InputError, expand_inputs, read_file
+from cis_stream.options import IndexOptions
+from cis_stream.readers import Document, InputError, InputFiles, find_inputs, read_file
 from cis_stream.spool import WindowSpool
+from cis_stream.staging import BuildLockedError, check_apart, lock_staging, staging_dir
 from cis_stream.tokens import TokenizerHandle, load_tokenizer, make_windows
-from cis_stream.tree import Tree, check_levels, fit_tree
+from cis_stream.tree import Tree, fit_tree
 
 log = logging.getLogger(__name__)
 
@@ -71,37 +73,10 @@ PARTS_WANTED = 64
 PART_MIN_BYTES = 1 << 20
 PART_MAX_BYTES = 64 << 20
 WORK_DIR = '_work'
-
-
-@dataclass
-class IndexOptions:
-    """Every option that shapes an index; all of it is recorded in the manifest."""
-    embedder: str = 'lsi'
-    embedder_config: dict = field(default_factory=dict)
-    levels: list[int] = field(default_factory=lambda: [16, 256])
-    window: int = 1024
-    seq_len: int | None = None
-    tokenizer: str | None = None
-    eos_token: str | None = None
-    text_field: str = 'text'
-    seed: int = 0
-    embedder_fit_sample: int | None = None  # windows; by default, EMBEDDER_FIT_TOKENS worth
-    tree_fit_sample: int | None = None
-    max_doc_bytes: int = MAX_DOC_BYTES
-    # Decontamination (decontam.py): eval files whose text must not be indexed.
-    exclude: list[str] = field(default_factory=list)
-    exclude_ngram: int = decontam.DEFAULT_NGRAM
-
-    def validate(self) -> None:
-        check_levels(self.levels)
-        if self.max_doc_bytes < 1:
-            raise ValueError(f'--max-doc-bytes {self.max_doc_bytes}: must be a positive number of bytes')
-        if self.window < 1:
-            raise ValueError(f'--window {self.window}: must be a positive number of tokens')
-        if self.seq_len is not None and self.seq_len < 1:
-            raise ValueError(f'--seq-len {self.seq_len}: must be a positive number of tokens')
-        if self.exclude_ngram < 1:
-            raise ValueError(f'--exclude-ngram {self.exclude_ngram}: must be a positive number of words')
+# Windows shorter than this (tokens) give the embedder too little text: warned about.
+SHORT_WINDOW = 32
+# More padding than this share of the sample tokens (too many leaves for the corpus) is warned about.
+PAD_WARN_SHARE = 0.2
 
 
 class _Stage:
@@ -198,7 +173,8 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
     if batch:
         flush()
     spool.close()
-    np.save(os.path.join(directory, 'hashes.npy'), np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
+    np.save(os.path.join(directory, 'hashes.npy'),
+            np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
     info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
             'tokens': int(spool.lengths.sum()), 'decontamination': screen.close() if screen else None}
     _write_json(os.path.join(directory, 'read.json'), info)
@@ -342,10 +318,6 @@ def publish(staging: str, out: str) -> None:
         shutil.rmtree(old)
 
 
-def staging_dir(out: str) -> str:
-    return f'{out}.building'
-
-
 def build_index(inputs: list[str], out: str, options: IndexOptions | None = None, *, strict: bool = False,
                 overwrite: bool = False, restart: bool = False, part_bytes: int | None = None,
                 progress: bool = True, **option_values) -> CISIndex:
@@ -353,41 +325,87 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
 
     Options are an `IndexOptions` or its fields as keywords. Run by several processes (WORLD_SIZE
     in the environment), they share the work, `part_bytes` of input at a time. An unfinished build
-    of the same inputs and options is resumed unless `restart`. Raises `InputError` for bad paths, and on the first bad record
-    with `strict=True`.
+    of the same inputs and options is resumed unless `restart`. Raises `InputError` for bad paths,
+    and on the first bad record or skipped file with `strict=True`; `ValueError` for an `out` that
+    is, holds or lies inside an input; `FileExistsError` for an existing `out`, unless `overwrite`
+    and it is an index; `BuildLockedError` while another job builds `out` (staging.py).
     """
     options = options or IndexOptions(**option_values)
     options.validate()
-    files = expand_inputs(inputs)
+    found = find_inputs(inputs, strict)
     out = os.path.abspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f'{out} already exists; pass --overwrite (overwrite=True) to replace it')
+    check_apart(out, inputs)
+    check_apart(out, options.exclude, '--exclude file')
     group = Group()
     try:
-        job = _Job(files, out, options, strict, progress, group, restart, part_bytes)
-        try:
-            manifest = job.run()
-        except ValueError:
-            # Bad input or options: nothing worth resuming (and the inputs will change).
-            if group.world == 1:
-                shutil.rmtree(job.staging, ignore_errors=True)
-            raise
-        except BaseException:
-            if group.leader and os.path.isdir(job.staging):
-                log.warning('indexing stopped; the work done is kept in %s: run the same command again '
-                            'to resume (or pass --restart to start over)', job.staging)
-            raise
-        group.barrier()  # every rank returns once the index is published
+        if group.leader:
+            _warn_before(options, found)
+        with _job_lock(group, out):
+            _check_replaceable(out, overwrite)
+            job = _Job(found.files, out, options, strict, progress, group, restart, part_bytes, found.skipped)
+            try:
+                manifest = job.run()
+            except ValueError:
+                # Bad input or options: nothing worth resuming (and the inputs will change).
+                if group.world == 1:
+                    shutil.rmtree(job.staging, ignore_errors=True)
+                raise
+            except BaseException:
+                if group.leader and os.path.isdir(job.staging):
+                    log.warning('indexing stopped; the work done is kept in %s: run the same command again '
+                                'to resume (or pass --restart to start over)', job.staging)
+                raise
+            group.barrier()  # every rank returns once the index is published
     finally:
         group.close()
     return CISIndex(out, manifest) if manifest else CISIndex.open(out)
 
 
+def _warn_before(options: IndexOptions, found: InputFiles) -> None:
+    if found.skipped:
+        log.warning('%s; each is listed in the manifest (skipped_files); pass --strict to make this an error',
+                    found.describe_skipped())
+    if options.window < SHORT_WINDOW:
+        log.warning('--window %d: windows of %d token(s) give the embedder almost no text to place them by (the '
+                    'paper uses 1,024; 128 or more is usual): use a larger --window', options.window, options.window)
+
+
+@contextlib.contextmanager
+def _job_lock(group: Group, out: str):
+    """Rank 0 holds the staging lock for the whole job (staging.py); every rank learns if it got it."""
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if group.leader:
+            try:
+                stack.enter_context(lock_staging(out))
+            except BuildLockedError as err:
+                refused = err
+        if group.sum(np.asarray([refused is not None], np.int64))[0]:
+            raise refused or BuildLockedError(f'another build of {out} is running (rank 0 found it locked)')
+        yield
+
+
+def _check_replaceable(out: str, overwrite: bool) -> None:
+    """An existing `out` is replaced only with `overwrite`, and only if it is an index."""
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise FileExistsError(f'{out} already exists; pass --overwrite (overwrite=True) to replace it')
+    try:
+        CISIndex.open(out)
+    except NotAnIndexError:
+        what = 'a directory but not a cis_stream index' if os.path.isdir(out) else 'a file, not an index'
+        raise FileExistsError(f'{out} is {what}; --overwrite replaces only a cis_stream index (a directory with '
+                              f'a valid {MANIFEST}), never other files: choose another --out, or move {out} '
+                              f'away yourself') from None
+
+
 class _Job:
     """One indexing run, on one rank of the process group."""
 
-    def __init__(self, files, out, options, strict, progress, group, restart, part_bytes):
+    def __init__(self, files, out, options, strict, progress, group, restart, part_bytes, skipped=()):
         self.files, self.out, self.options, self.strict, self.group = files, out, options, strict, group
+        self.skipped = list(skipped)  # files under the inputs that are not read: {'path', 'reason'}
         self.progress = progress and group.leader
         self.staging = staging_dir(out)
         self.work = os.path.join(self.staging, WORK_DIR)
@@ -465,6 +483,14 @@ class _Job:
         except FileExistsError:
             return False
 
+    def _first_rejects(self, count: int = 3) -> str:
+        """The first rejects logged (file, line, reason), e.g. the fields a wrong --text-field missed."""
+        first = []
+        for part in range(len(self.parts)):
+            with open(os.path.join(self.part_dir(part), REJECTS_FILE), encoding='utf-8') as handle:
+                first += [json.loads(line) for _, line in zip(range(count - len(first)), handle)]
+        return ''.join(f"\n  {r['file']}:{r['line']}: {r['reason']}" for r in first)
+
     def _bar(self, total, unit, desc):
         return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not self.progress)
 
@@ -482,7 +508,8 @@ class _Job:
                     rejected[kind] = rejected.get(kind, 0) + n
             excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
             raise InputError(f'no document could be indexed from {len(self.files)} file(s): '
-                             f'{sum(rejected.values())} rejected {rejected}, {excluded} excluded by --exclude')
+                             f'{sum(rejected.values())} rejected {rejected}, {excluded} excluded by --exclude; '
+                             f'the first rejects:{self._first_rejects()}')
         with _Stage(self.timings, 'fit_embedder'):
             embedder = self._fit_embedder()
         with _Stage(self.timings, 'embed'):
@@ -537,8 +564,10 @@ class _Job:
             if needs_fit:
                 texts = [text for part, rows in self._global_rows(sample)
                          for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
-                with one_thread():
+                # One step, but its line shows what the build is doing meanwhile, and then how long it took.
+                with self._bar(1, 'fit', f'fit embedder on {len(texts):,} windows') as bar, one_thread():
                     fitted.fit(texts, options.seed)
+                    bar.update(1)
             with replacing(path) as tmp:
                 os.makedirs(tmp)
                 fitted.save(tmp)
@@ -661,6 +690,13 @@ class _Job:
         if totals['documents_rejected']:
             log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
                         totals['documents_rejected'], dict(sorted(reasons.items())), REJECTS_FILE)
+        pad, sample_tokens = totals['pad_tokens'], totals['sample_tokens']
+        if pad > PAD_WARN_SHARE * sample_tokens:
+            enough = max(1, (totals['tokens'] + windows) // (10 * self.seq_len))  # ~10 samples per leaf
+            log.warning(f'{pad:,} of the {sample_tokens:,} sample tokens ({100 * pad / sample_tokens:.0f}%) are '
+                        f'padding: each of the {tree.sizes[-1]} leaves pads its last sample to --seq-len '
+                        f'{self.seq_len}, and they hold only {windows:,} windows; use fewer leaves (a last --levels '
+                        f'of about {enough} or less) or a shorter --seq-len')
         options_record = {
             'embedder': {'name': options.embedder, 'config': embedder.config()},
             'tokenizer': tokenizer.spec, 'window': options.window, 'seq_len': self.seq_len,
@@ -672,7 +708,7 @@ class _Job:
             'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
             'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
                                           'by_reason': dict(sorted(reasons.items()))},
-            'inputs': inputs, 'decontamination': decontamination,
+            'inputs': inputs, 'skipped_files': self.skipped, 'decontamination': decontamination,
             'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed,
                       'parts_read_by_rank': self.parts_read_by_rank.tolist()},
         }
@@ -704,14 +740,17 @@ def summary(manifest: dict) -> str:
     excluded = (f"; {t['documents_excluded']:,} excluded and {t['windows_excluded']:,} windows "
                 f"({t['tokens_excluded']:,} tokens) dropped for overlap with eval text, see {decontam.EXCLUDED_FILE}"
                 if manifest.get('decontamination') or t.get('documents_excluded') else '')
+    skipped = manifest.get('skipped_files')
+    skipped = f'; {len(skipped):,} file(s) skipped, not read, see skipped_files in {MANIFEST}' if skipped else ''
+    # A resumed run's time covers only what it redid, so a rate over all the input would be false.
     took = ('grown by cis-stream add' if seconds is None else
+            f'{seconds:.1f} s, resumed' if manifest.get('build', {}).get('resumed') else
             f"{seconds:.1f} s, {t['input_bytes'] / 1e6 / max(seconds, 1e-9):.2f} MB/s")
     return (f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents "
-            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}): "
+            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}{skipped}): "
             f"{t['windows']:,} windows, {t['tokens']:,} tokens, {t['samples']:,} samples in "
             f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
-            f"{took}; "
-            f"fingerprint {manifest['fingerprint'][:16]}")
+            f"{took}; fingerprint {manifest['fingerprint'][:16]}")
 
 
 def main(argv: list[str] | None = None) -> int:
