@@ -25,13 +25,14 @@ import time
 import numpy as np
 
 from cis_stream import decontam
-from cis_stream.index import (REJECTS_FILE, IndexOptions, WORK_DIR, assign_part, embed_part, finish_manifest,
-                              part_counts, plan_parts, publish, read_part, rows_by_leaf, staging_dir,
-                              write_leaf)
-from cis_stream.manifest import CLUSTERS_DIR, CISIndex, leaf_dir_name, replacing
 from cis_stream.duplicates import count_duplicates
+from cis_stream.index import (REJECTS_FILE, WORK_DIR, assign_part, embed_part, finish_manifest, part_counts,
+                              plan_parts, publish, read_part, rows_by_leaf, write_leaf)
+from cis_stream.manifest import CLUSTERS_DIR, CISIndex, leaf_dir_name, replacing
+from cis_stream.options import IndexOptions
 from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
 from cis_stream.spool import WindowSpool
+from cis_stream.staging import check_apart, lock_staging, staging_dir
 
 log = logging.getLogger(__name__)
 LEAF_INDEX = 'index.json'
@@ -42,31 +43,34 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
     """Publish a new version of the index at `index_dir` (or at `out`) that also holds `inputs`.
 
     With `decontaminate=False`, new documents are not screened against the index's eval files
-    (module docstring).
+    (module docstring). One build or add of `out` runs at a time (staging.py); the index is opened
+    under that lock, so two adds in place never both start from the same version.
     """
-    old = CISIndex.open(index_dir)
-    files = expand_inputs(inputs)
-    known = {os.path.abspath(s['path']) for s in old.manifest['inputs']}
-    again = [path for path in files if os.path.abspath(path) in known]
-    if again:
-        raise InputError(f'{again[0]} is already in {old.root} ({len(again)} such file(s)); adding it again '
-                         f'would duplicate its documents')
-    root, out = os.path.abspath(old.root), os.path.abspath(out or old.root)
-    if out != root and os.path.exists(out):
-        raise FileExistsError(f'{out} already exists; choose another --out')
-    if out.startswith(root + os.sep):
-        raise ValueError(f'--out {out}: inside the index {root}; choose a path outside it')
-    eval_set = _eval_set(old, decontaminate)
-    staging = staging_dir(out)
-    if os.path.lexists(staging):  # left by an add that was killed
-        shutil.rmtree(staging)
-    try:
-        _link_tree(old.root, staging)
-        manifest = _grow(old, files, staging, strict, text_field, eval_set, progress)
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    root, out = os.path.abspath(index_dir), os.path.abspath(out or index_dir)
+    check_apart(out, inputs)
+    with lock_staging(out):
+        old = CISIndex.open(index_dir)
+        files = expand_inputs(inputs, strict)
+        known = {os.path.abspath(s['path']) for s in old.manifest['inputs']}
+        again = [path for path in files if os.path.abspath(path) in known]
+        if again:
+            raise InputError(f'{again[0]} is already in {old.root} ({len(again)} such file(s)); adding it again '
+                             f'would duplicate its documents')
+        if out != root and os.path.exists(out):
+            raise FileExistsError(f'{out} already exists; choose another --out')
+        if out.startswith(root + os.sep):
+            raise ValueError(f'--out {out}: inside the index {root}; choose a path outside it')
+        eval_set = _eval_set(old, decontaminate)
+        staging = staging_dir(out)
+        if os.path.lexists(staging):  # left by an add that was killed
+            shutil.rmtree(staging)
+        try:
+            _link_tree(old.root, staging)
+            manifest = _grow(old, files, staging, strict, text_field, eval_set, progress)
+            publish(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return CISIndex(out, manifest)
 
 

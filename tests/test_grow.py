@@ -22,6 +22,7 @@ from cis_stream.index import summary as index_summary
 from cis_stream.manifest import CISIndex, sha256_file
 from cis_stream.readers import InputError
 from cis_stream.report import inspect_index, summary
+from cis_stream.staging import lock_staging
 from cis_stream.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
 from conftest import SMALL_OPTIONS, json_line, write_lines
@@ -175,6 +176,19 @@ def test_add_command_takes_relative_and_absolute_paths(form, where, small_index,
     assert sorted(os.listdir(tmp_path)) == sorted({'idx', published}), 'no staging or replaced copy left behind'
     if where == 'out':
         assert CISIndex.open(str(tmp_path / 'idx')).fingerprint == small_index.fingerprint
+
+
+def test_add_is_refused_while_another_build_of_its_out_runs(small_index, new_docs, tmp_path, capsys):
+    """Another job holds `<out>.building` (here this process, through a second lock): refused at once."""
+    root = str(tmp_path / 'idx')
+    shutil.copytree(small_index.root, root)
+    with lock_staging(root):
+        assert cli.main(['add', '--index', root, new_docs[0]]) == 2
+        assert f'another build of {root} is running (pid {os.getpid()}' in capsys.readouterr().err
+        assert not os.path.exists(root + '.building')
+    assert CISIndex.open(root).fingerprint == small_index.fingerprint
+    assert cli.main(['add', '--index', root, new_docs[0]]) == 0
+    assert sorted(os.listdir(tmp_path)) == ['idx']
 
 
 def test_add_refuses_an_out_inside_the_index(small_index, new_docs):
