@@ -253,7 +253,7 @@ def summary(weights: dict, top: int = 5) -> str:
              f"{weights['coverage']:.1%} of clusters; ESS {weights['ess_fraction']:.1%} of the pool "
              f"({weights['ess_samples']:,.0f} samples)"]
     if any(record['rejected'] for record in inputs):
-        lines.append(f"specialist records: {sum(r['documents'] for r in inputs):,} read, {describe_rejects(inputs)}; "
+        lines.append(f"specialist records: {sum(r['documents'] for r in inputs):,} used, {describe_rejects(inputs)}; "
                      f"each reject is listed with its line in the weights file (tasks[].inputs[].rejects)")
     lines.append('top clusters:  cluster  P(c|spec)   target  P(c|gen)   w(c)')
     for c in np.argsort(-target, kind='stable')[:top]:

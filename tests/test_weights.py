@@ -213,7 +213,7 @@ def test_rejected_specialist_records_are_counted_listed_and_reported(mix_index, 
     assert record['rejects'][0]['reason'].startswith('malformed JSON')
     assert record['rejects'][1]['reason'].startswith("missing text field 'text': the record has 'body'")
     text = summary(weights)
-    assert "specialist records: 40 read, 2 rejected {'malformed JSON': 1, \"missing text field 'text'\": 1}" in text
+    assert "specialist records: 40 used, 2 rejected {'malformed JSON': 1, \"missing text field 'text'\": 1}" in text
     assert 'bad_lines.jsonl:3: malformed JSON' in text and 'tasks[].inputs[].rejects' in text
 
 
