@@ -70,7 +70,8 @@ def add_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--index', required=True, help='the published index to grow')
     parser.add_argument('--out', default=None, help='publish the new version here (default: replace --index)')
     parser.add_argument('--text-field', default=None, help="JSON field holding the text (default: the index's)")
-    parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
+    parser.add_argument('--strict', action='store_true',
+                        help='stop at the first bad record, or at a file under the inputs that would be skipped')
     parser.add_argument('--no-decontaminate', dest='decontaminate', action='store_false',
                         help='for an index built with --exclude whose eval files are gone or changed: add without '
                              'screening against them; the new version then no longer claims decontamination')
