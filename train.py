@@ -2,7 +2,7 @@
 
 import sys
 
-from cis_stream.train import main
+from cis_stream.training.train import main
 
 if __name__ == '__main__':
     sys.exit(main())

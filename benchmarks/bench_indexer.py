@@ -30,7 +30,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OUT, launch_index, median, split_corpus, timed, wiki_corpus  # noqa: E402
 
-from cis_stream.index import build_index  # noqa: E402
+from cis_stream.index.job import build_index  # noqa: E402
 
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write')
 
@@ -60,9 +60,9 @@ def minilm_inputs(path: str, docs: int) -> str:
 
 def bare_encode_seconds(subset: str) -> tuple[float, int]:
     """sentence-transformers alone on exactly the windows the indexer embeds."""
-    from cis_stream.embedders import MiniLMEmbedder
-    from cis_stream.readers import read_documents
-    from cis_stream.tokens import load_tokenizer, make_windows
+    from cis_stream.embedders.minilm import MiniLMEmbedder
+    from cis_stream.text.readers import read_documents
+    from cis_stream.text.tokens import load_tokenizer, make_windows
     texts = make_windows(load_tokenizer(), [d.text for d in read_documents([subset])], 1024).texts
     model = MiniLMEmbedder().model
     seconds, _ = timed(model.encode, texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
@@ -117,9 +117,9 @@ def hashing(files: list[str], repeats: int, megabytes: float = 6.0) -> None:
     import numpy as np
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    from cis_stream.hashing import hashed_word_ngrams
-    from cis_stream.readers import read_documents
-    from cis_stream.tokens import load_tokenizer, make_windows
+    from cis_stream.embedders.hashing import hashed_word_ngrams
+    from cis_stream.text.readers import read_documents
+    from cis_stream.text.tokens import load_tokenizer, make_windows
     texts, size = [], 0
     for doc in read_documents(files):
         texts.append(doc.text)

@@ -19,10 +19,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import bench_index, median, timed  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import bench_index, median, timed  # noqa: E402
 from streaming import Stream, StreamingDataset  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 

@@ -85,7 +85,7 @@ def main() -> int:
         from streaming import Stream, StreamingDataset
 
         from cis_stream.dataset import ClusteredImportanceDataset
-        from cis_stream.manifest import leaf_dir_name
+        from cis_stream.format.layout import leaf_dir_name
         options = dict(batch_size=32, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
         for leaves in args.leaves:
             index = bench_index(leaves)

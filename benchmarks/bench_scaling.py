@@ -37,7 +37,7 @@ STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_
 # indexer does on one process.
 TOKENIZE_ONLY = '''
 import json, sys
-from cis_stream.tokens import load_tokenizer
+from cis_stream.text.tokens import load_tokenizer
 encoding = load_tokenizer().fast.encoding
 for path in sys.argv[1:]:
     with open(path, encoding="utf-8") as handle:

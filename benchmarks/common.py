@@ -20,10 +20,10 @@ OUT = os.path.join(ROOT, 'benchmarks', 'out')
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-from cis_stream.corpora import WIKI_LANGUAGES, load_wiki_summaries  # noqa: E402
-from cis_stream.index import build_index  # noqa: E402
-from cis_stream.manifest import CISIndex  # noqa: E402
-from cis_stream.readers import Document, read_documents  # noqa: E402
+from cis_stream.demo.corpora import WIKI_LANGUAGES, load_wiki_summaries  # noqa: E402
+from cis_stream.format.reader import CISIndex  # noqa: E402
+from cis_stream.index.job import build_index  # noqa: E402
+from cis_stream.text.readers import Document, read_documents  # noqa: E402
 
 # Tree shapes per leaf count: the top level, then the leaves.
 TREES = {64: [8, 64], 1024: [32, 1024], 16384: [128, 16384]}

@@ -43,9 +43,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import OUT, ROOT  # noqa: E402
 
-from cis_stream.index import build_index  # noqa: E402
-from cis_stream.manifest import CISIndex  # noqa: E402
-from cis_stream.readers import read_documents  # noqa: E402
+from cis_stream.format.reader import CISIndex  # noqa: E402
+from cis_stream.index.job import build_index  # noqa: E402
+from cis_stream.text.readers import read_documents  # noqa: E402
 
 WORK = os.path.join(OUT, 'quality')
 PLOTS = os.path.join(ROOT, 'benchmarks', 'plots')
@@ -117,7 +117,7 @@ def prepare_pool(corpus: Corpus) -> tuple[list[str], str]:
 
 
 def tokenizer_path(pool: list[str]) -> str:
-    from cis_stream.tokens import train_bpe_tokenizer
+    from cis_stream.text.tokens import train_bpe_tokenizer
     path = os.path.join(WORK, 'tokenizer.json')
     if not os.path.exists(path):
         rng = np.random.default_rng(0)
@@ -478,7 +478,7 @@ class Bench:
 
 
 def windows_per_doc(index: CISIndex, texts: list[str]) -> np.ndarray:
-    from cis_stream.tokens import make_windows
+    from cis_stream.text.tokens import make_windows
     return np.bincount(make_windows(index.tokenizer, texts, WINDOW).doc_index, minlength=len(texts))
 
 

@@ -50,7 +50,9 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from cis_stream.index import IndexOptions, build_index, summary
+    from cis_stream.index.job import build_index
+    from cis_stream.index.options import IndexOptions
+    from cis_stream.report.summary import index_summary
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed,
@@ -60,7 +62,7 @@ def run_index(args: argparse.Namespace) -> int:
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes)
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
-        print(summary(index.manifest))
+        print(index_summary(index.manifest))
         print(f'published {index.root}')
     return 0
 
@@ -78,10 +80,11 @@ def add_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from cis_stream.grow import add_to_index, summary
+    from cis_stream.index.add import add_to_index
+    from cis_stream.report.summary import add_summary
     index = add_to_index(args.index, args.inputs, args.out, strict=args.strict, text_field=args.text_field,
                          decontaminate=args.decontaminate)
-    print(summary(index.manifest))
+    print(add_summary(index.manifest))
     print(f'published {index.root}; weights made for the previous version must be recomputed')
     return 0
 
@@ -114,14 +117,15 @@ def run_weights(args: argparse.Namespace) -> int:
                          '--task FILES:WEIGHT with the weight they should have')
     if not args.specialist and not args.task:
         raise ValueError('give --specialist FILE... or at least one --task FILE:WEIGHT')
-    from cis_stream.weights import WeightOptions, compute_weights, parse_task, summary, write_weights
+    from cis_stream.report.summary import weights_summary
+    from cis_stream.weights import WeightOptions, compute_weights, parse_task, write_weights
     tasks = [parse_task(spec) for spec in args.task] or [(args.specialist, 1.0)]
     options = WeightOptions(level=args.level, smoothing=args.smoothing, max_repeat=args.max_repeat,
                             tokens=args.tokens, text_field=args.text_field,
                             **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster is not None else {}))
     weights = compute_weights(args.index, tasks, options)
     write_weights(weights, args.output)
-    print(summary(weights))
+    print(weights_summary(weights))
     print(f'wrote {args.output}')
     return 0
 
@@ -149,9 +153,11 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from cis_stream.report import inspect_index, summary, write_report
+    from cis_stream.report.html import write_report
+    from cis_stream.report.inspect import inspect_index
+    from cis_stream.report.summary import inspection_summary
     inspection = inspect_index(args.index, args.weights, args.tokens)
-    print(summary(inspection))
+    print(inspection_summary(inspection))
     if args.html:
         print(f'wrote {write_report(inspection, args.html, args.top)}')
     return 0

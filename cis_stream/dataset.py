@@ -19,10 +19,11 @@ from streaming import Stream, StreamingDataset
 from streaming.base.dataset import _ShardState  # to undo Streaming's stuck state on failure
 from streaming.base.storage import CloudDownloader
 
-from cis_stream.manifest import (CLUSTERS_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, CISIndex, NotAnIndexError,
-                                 leaf_dir_name, unpack_leaf_indexes)
+from cis_stream.format.layout import CLUSTERS_DIR, LEAF_INDEXES, TOKENIZER_FILE, NotAnIndexError, leaf_dir_name
+from cis_stream.format.leaves import unpack_leaf_indexes
+from cis_stream.format.reader import MANIFEST, CISIndex
+from cis_stream.format.validate import check_leaf_shards
 from cis_stream.mixture import capped_counts
-from cis_stream.validate import check_leaf_shards
 from cis_stream.weights import read_weights
 
 FINGERPRINT_KEY = 'cis_fingerprint'

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.cluster import kmeans_plusplus
 from tqdm.auto import tqdm
 
-from cis_stream.options import check_levels
+from cis_stream.index.options import check_levels
 
 KMEANS_ITERATIONS = 20
 KMEANS_PP_POINTS_PER_CLUSTER = 64

@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cis_stream.manifest import CISIndex, canonical_json, replacing, sha256_file
+from cis_stream.format.files import canonical_json, replacing, sha256_file
+from cis_stream.format.reader import CISIndex
+from cis_stream.format.validate import WEIGHTS_ADVICE, check_proportions, check_weights
 from cis_stream.mixture import cap_proportions
-from cis_stream.readers import Document, expand_inputs, read_documents
-from cis_stream.validate import WEIGHTS_ADVICE, check_proportions, check_weights
+from cis_stream.text.readers import Document, expand_inputs, read_documents
 
 log = logging.getLogger(__name__)
 
@@ -241,27 +242,3 @@ def read_weights(path: str, index: CISIndex) -> dict:
     return weights
 
 
-def summary(weights: dict, top: int = 5) -> str:
-    """Printed after `cis-stream weights`: rejects, top clusters, coverage, ESS, most repeated leaves."""
-    specialist = np.asarray(weights['specialist_histogram'])
-    target = np.asarray(weights['target_histogram'])
-    generalist = np.asarray(weights['generalist_histogram'])
-    repeats = np.asarray(weights['expected_repeats'])
-    inputs = [record for task in weights['tasks'] for record in task['inputs']]
-    lines = [f"level {weights['level']} ({len(target)} clusters, {weights['level_rule']}); "
-             f"{sum(t['windows'] for t in weights['tasks'])} specialist windows; coverage "
-             f"{weights['coverage']:.1%} of clusters; ESS {weights['ess_fraction']:.1%} of the pool "
-             f"({weights['ess_samples']:,.0f} samples)"]
-    if any(record['rejected'] for record in inputs):
-        lines.append(f"specialist records: {sum(r['documents'] for r in inputs):,} used, {describe_rejects(inputs)}; "
-                     f"each reject is listed with its line in the weights file (tasks[].inputs[].rejects)")
-    lines.append('top clusters:  cluster  P(c|spec)   target  P(c|gen)   w(c)')
-    for c in np.argsort(-target, kind='stable')[:top]:
-        lines.append(f'               {c:7d}  {specialist[c]:9.4f}  {target[c]:7.4f}  {generalist[c]:8.4f}  '
-                     f'{weights["importance_weights"][c]:5.2f}')
-    lines.append('  (P(c|spec): the specialist histogram, tasks mixed by weight; target: the mixture drawn, after '
-                 '--smoothing and the --max-repeat cap; w(c) = target / P(c|gen))')
-    worst = np.argsort(-repeats, kind='stable')[:top]
-    lines.append(f"most repeated leaves over {weights['budget_samples']:,} samples: " +
-                 ', '.join(f'{leaf}: {repeats[leaf]:.2f}x' for leaf in worst))
-    return '\n'.join(lines)

@@ -108,7 +108,7 @@ def write_lines(path: str, lines: list[bytes]) -> None:
 
 @pytest.fixture(scope='session')
 def wiki_records() -> list[dict]:
-    from cis_stream.corpora import load_wiki_summaries
+    from cis_stream.demo.corpora import load_wiki_summaries
     records = load_wiki_summaries()
     assert len(records) > 10000, 'the wiki summaries package is incomplete'
     return records
@@ -152,7 +152,7 @@ def wiki_corpus(tmp_path_factory, wiki_records) -> Corpus:
 @pytest.fixture(scope='session')
 def wiki_index(tmp_path_factory, wiki_corpus):
     """The shared index: lsi, 5 → 20 clusters, 128-token windows, seed 0."""
-    from cis_stream.index import build_index
+    from cis_stream.index.job import build_index
     out = str(tmp_path_factory.mktemp('wiki_index') / 'index')
     return build_index([wiki_corpus.root], out, embedder='lsi', levels=WIKI_LEVELS, window=WIKI_WINDOW,
                        seed=0, progress=False)
@@ -182,7 +182,7 @@ SMALL_OPTIONS = dict(embedder='lsi', embedder_config={'dim': 32}, levels=[2, 4],
 
 @pytest.fixture(scope='session')
 def small_index(tmp_path_factory, small_corpus):
-    from cis_stream.index import build_index
+    from cis_stream.index.job import build_index
     out = str(tmp_path_factory.mktemp('small_index') / 'index')
     return build_index([small_corpus.root], out, **SMALL_OPTIONS)
 

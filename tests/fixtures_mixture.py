@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from cis_stream.corpora import make_wiki_split
-from cis_stream.index import build_index
-from cis_stream.readers import read_documents
-from cis_stream.tokens import train_bpe_tokenizer
+from cis_stream.demo.corpora import make_wiki_split
+from cis_stream.index.job import build_index
+from cis_stream.text.readers import read_documents
+from cis_stream.text.tokens import train_bpe_tokenizer
 from cis_stream.weights import compute_weights, write_weights
 
 TOPIC = 'Biology and health sciences'

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from cis_stream.embedders import Embedder, l2_normalise
+from cis_stream.embedders.base import Embedder, l2_normalise
 
 WORD = re.compile(r'[a-z]{3,}')
 

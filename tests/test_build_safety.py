@@ -12,12 +12,14 @@ import sys
 import time
 
 import pytest
-
-from cis_stream.index import build_index, summary
-from cis_stream.readers import InputError
-from cis_stream.staging import BuildLockedError, lock_staging, staging_dir
 from conftest import SMALL_OPTIONS, TESTS_DIR, json_line, write_lines
 from test_index import leftovers, snapshot
+
+from cis_stream.format.layout import staging_dir
+from cis_stream.format.publish import BuildLockedError, lock_staging
+from cis_stream.index.job import build_index
+from cis_stream.report.summary import index_summary as summary
+from cis_stream.text.readers import InputError
 
 BIN = os.path.dirname(sys.executable)
 
@@ -77,7 +79,7 @@ def test_overwrite_replaces_only_an_index(tmp_path, small_corpus, kind):
 # A build whose reading waits for a file to appear: it holds its lock meanwhile.
 GATED_BUILD = '''
 import json, os, sys, time
-import cis_stream.index as index
+import cis_stream.index.job as index
 real = index.read_part
 def gated(*args, **kwargs):
     while not os.path.exists(sys.argv[1]):

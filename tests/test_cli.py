@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cis_stream import cli
-from cis_stream.manifest import CISIndex
+from cis_stream.format.reader import CISIndex
 
 BIN = os.path.dirname(sys.executable)
 

@@ -8,7 +8,7 @@ import pytest
 from benchmarks.corpus import assemble, clean
 from benchmarks.corpus.readers import read_dictd
 from benchmarks.corpus.sources import DOMAINS, POOL, Source
-from cis_stream.readers import Document, read_file
+from cis_stream.text.readers import Document, read_file
 
 SPHINX_PAGE = '''<!DOCTYPE html><html><head><title>zipfile</title><script>var x = "<p>no</p>";</script>
 <style>p { color: red }</style></head><body>

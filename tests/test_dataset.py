@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cis_stream.composer_data import collate_causal_lm
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.mixture import capped_counts, largest_remainder
+from cis_stream.training.loaders import collate_causal_lm
 from cis_stream.weights import read_weights
 
 COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1, sample_ids=True)

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-
-from cis_stream import cli
-from cis_stream.decontam import _WordHasher, document_digest, ngram_hashes
-from cis_stream.index import build_index, summary
-from cis_stream.readers import InputError
-from cis_stream.tokens import load_tokenizer, make_windows
 from conftest import SMALL_OPTIONS, json_line, write_lines
 from test_index import leftovers, read_leaves
+
+from cis_stream import cli
+from cis_stream.index.job import build_index
+from cis_stream.report.summary import index_summary as summary
+from cis_stream.text.decontam import _WordHasher, document_digest, ngram_hashes
+from cis_stream.text.readers import InputError
+from cis_stream.text.tokens import load_tokenizer, make_windows
 
 WORD = re.compile(r'\w+')
 WINDOW = SMALL_OPTIONS['window']
@@ -300,7 +301,7 @@ def test_cli_exclude_ngram_changes_the_threshold(planted, tmp_path, capsys):
                      '--exclude', os.path.join(planted.evals, 'arts.jsonl.gz'), '--exclude-ngram', '12']) == 0
     printed = capsys.readouterr().out
     assert 'excluded and' in printed and 'see excluded.jsonl' in printed
-    from cis_stream.manifest import CISIndex
+    from cis_stream.format.reader import CISIndex
     index = CISIndex.open(out)
     assert index.manifest['decontamination']['ngram'] == 12
     log = excluded_log(index)

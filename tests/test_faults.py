@@ -29,19 +29,22 @@ import tracemalloc
 import numpy as np
 import pytest
 import zstandard
+from conftest import SMALL_OPTIONS, TESTS_DIR, Corpus, json_line, write_lines
 from streaming import MDSWriter
+from test_index import assert_totals_reconcile, leftovers
 
-import cis_stream.index as index_module
+import cis_stream.format.leaves as leaves_module
+import cis_stream.format.manifest as manifest_module
 from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset, DamagedLeafError
-from cis_stream.index import build_index
-from cis_stream.manifest import LEAF_INDEXES, CISIndex, NotAnIndexError, canonical_json, sha256_file
-from cis_stream.readers import MAX_DOC_BYTES, Document, Reject, read_file
-from cis_stream.spool import WindowSpool
-from cis_stream.train import load_config
+from cis_stream.format.files import canonical_json, sha256_file
+from cis_stream.format.layout import LEAF_INDEXES, NotAnIndexError
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.job import build_index
+from cis_stream.index.spool import WindowSpool
+from cis_stream.text.readers import MAX_DOC_BYTES, Document, Reject, read_file
+from cis_stream.training.train import load_config
 from cis_stream.weights import read_weights
-from conftest import SMALL_OPTIONS, TESTS_DIR, Corpus, json_line, write_lines
-from test_index import assert_totals_reconcile, leftovers
 
 ROOT = os.path.dirname(TESTS_DIR)
 COMMON = dict(batch_size=8, shuffle=False, num_canonical_nodes=1)
@@ -316,11 +319,11 @@ def test_disk_full_publishes_nothing_and_resumes(small_corpus, small_index, out_
         monkeypatch.setattr(WindowSpool, 'append', append)
     elif where == 'shard':
         _FullDiskWriter.flushed = 0
-        monkeypatch.setattr(index_module, 'MDSWriter', _FullDiskWriter)
+        monkeypatch.setattr(leaves_module, 'MDSWriter', _FullDiskWriter)
     else:
         def bundle(*args):
             raise _no_space()
-        monkeypatch.setattr(index_module, 'write_leaf_indexes', bundle)
+        monkeypatch.setattr(manifest_module, 'write_leaf_indexes', bundle)
     with pytest.raises(OSError) as info:
         build_index([small_corpus.root], out_dir, **SMALL_OPTIONS)
     assert info.value.errno == errno.ENOSPC
@@ -333,7 +336,7 @@ def test_disk_full_publishes_nothing_and_resumes(small_corpus, small_index, out_
 
 def test_disk_full_on_the_command_line_is_one_clear_line(small_corpus, out_dir, monkeypatch, capsys):
     _FullDiskWriter.flushed = 0
-    monkeypatch.setattr(index_module, 'MDSWriter', _FullDiskWriter)
+    monkeypatch.setattr(leaves_module, 'MDSWriter', _FullDiskWriter)
     code = cli.main(['index', small_corpus.root, '--out', out_dir, '--window', '64', '--levels', '2,4'])
     err = capsys.readouterr().err
     assert code == 1
@@ -345,7 +348,7 @@ def test_disk_full_on_the_command_line_is_one_clear_line(small_corpus, out_dir, 
 KILL_SCRIPT = """
 import sys
 from conftest import SMALL_OPTIONS
-from cis_stream.index import build_index
+from cis_stream.index.job import build_index
 build_index([sys.argv[1]], sys.argv[2], **SMALL_OPTIONS)
 """
 

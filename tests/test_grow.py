@@ -12,22 +12,25 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import SMALL_OPTIONS, json_line, write_lines
 from streaming import StreamingDataset
+from test_decontam import indexed_words, words_of
+from test_index import read_leaves
 
 from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
-from cis_stream.grow import _link_tree, add_to_index
-from cis_stream.index import build_index, finish_manifest
-from cis_stream.index import summary as index_summary
-from cis_stream.manifest import CISIndex, sha256_file
-from cis_stream.readers import InputError
-from cis_stream.report import inspect_index, summary
-from cis_stream.staging import lock_staging
-from cis_stream.tokens import make_windows
+from cis_stream.format.files import sha256_file
+from cis_stream.format.manifest import finish_manifest
+from cis_stream.format.publish import link_tree, lock_staging
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.add import add_to_index
+from cis_stream.index.job import build_index
+from cis_stream.report.inspect import inspect_index
+from cis_stream.report.summary import index_summary
+from cis_stream.report.summary import inspection_summary as summary
+from cis_stream.text.readers import InputError
+from cis_stream.text.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
-from conftest import SMALL_OPTIONS, json_line, write_lines
-from test_decontam import indexed_words, words_of
-from test_index import read_leaves
 
 NEW_TOPIC = 'Geography'
 
@@ -70,7 +73,7 @@ def test_shared_writers_replace_a_hard_linked_file_instead_of_writing_through_it
     """finish_manifest and write_leaf_indexes (shared with the builder) on a staged copy of hard links."""
     before = file_hashes(small_index.root)
     staging = str(tmp_path / 'staging')
-    _link_tree(small_index.root, staging)
+    link_tree(small_index.root, staging)
     leaf_index = os.path.join(staging, 'clusters', '00000', 'index.json')
     with open(leaf_index, encoding='utf-8') as handle:
         edited = json.dumps(json.load(handle), indent=2)

@@ -10,15 +10,18 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SMALL_OPTIONS, WIKI_LEVELS, WIKI_WINDOW, Corpus, json_line, write_lines
 from streaming import StreamingDataset
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-import cis_stream.index as index_module
-from cis_stream.index import build_index, summary
-from cis_stream.manifest import CISIndex, NotAnIndexError
-from cis_stream.readers import InputError
-from cis_stream.tokens import load_tokenizer, make_windows
-from conftest import SMALL_OPTIONS, WIKI_LEVELS, WIKI_WINDOW, Corpus, json_line, write_lines
+import cis_stream.index.job as job_module
+import cis_stream.index.parts as parts_module
+from cis_stream.format.layout import NotAnIndexError
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.job import build_index
+from cis_stream.report.summary import index_summary as summary
+from cis_stream.text.readers import InputError
+from cis_stream.text.tokens import load_tokenizer, make_windows
 
 PUBLISHED = ['cis_index.json', 'clusters', 'embedder', 'leaf_indexes.json.zst', 'rejects.jsonl', 'tokenizer.json',
              'tree.npz']
@@ -315,8 +318,8 @@ def test_fingerprint_ignores_where_the_inputs_and_index_live(small_index, small_
 @pytest.mark.parametrize('docs, chars', [(3, 10 ** 9), (10 ** 9, 500)], ids=['by-count', 'by-text'])
 def test_read_batch_size_does_not_change_the_index(small_index, small_corpus, out_dir, monkeypatch, docs, chars):
     """Read batches only bound memory: cut by document count or by text size, the index is the same."""
-    monkeypatch.setattr(index_module, 'READ_BATCH_DOCS', docs)
-    monkeypatch.setattr(index_module, 'READ_BATCH_CHARS', chars)
+    monkeypatch.setattr(parts_module, 'READ_BATCH_DOCS', docs)
+    monkeypatch.setattr(parts_module, 'READ_BATCH_CHARS', chars)
     assert build_index([small_corpus.root], out_dir, **SMALL_OPTIONS).fingerprint == small_index.fingerprint
 
 
@@ -376,7 +379,7 @@ def test_interrupted_build_publishes_nothing_and_resumes(small_corpus, small_ind
     if existing:
         shutil.copytree(small_index.root, out_dir)
         before = snapshot(out_dir)
-    real, calls = getattr(index_module, stage), []
+    real, calls = getattr(job_module, stage), []
 
     def interrupted(*args, **kwargs):  # the second call is interrupted (the first does its work)
         calls.append(1)
@@ -384,7 +387,7 @@ def test_interrupted_build_publishes_nothing_and_resumes(small_corpus, small_ind
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index_module, stage, interrupted)
+    monkeypatch.setattr(job_module, stage, interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
     assert leftovers(out_dir) == [os.path.basename(out_dir) + '.building'], 'the work done is kept to resume'
@@ -396,7 +399,7 @@ def test_interrupted_build_publishes_nothing_and_resumes(small_corpus, small_ind
         with pytest.raises(NotAnIndexError):
             CISIndex.open(out_dir)
 
-    monkeypatch.setattr(index_module, stage, real)
+    monkeypatch.setattr(job_module, stage, real)
     resumed = build_index([small_corpus.root], out_dir, overwrite=True, **SMALL_OPTIONS)
     assert resumed.manifest['build']['resumed'] == (stage != 'read_part')
     assert resumed.fingerprint == small_index.fingerprint
@@ -404,7 +407,7 @@ def test_interrupted_build_publishes_nothing_and_resumes(small_corpus, small_ind
 
 
 def test_unfinished_build_of_other_options_is_not_resumed(small_corpus, small_index, out_dir, monkeypatch):
-    monkeypatch.setattr(index_module, 'embed_part', lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(job_module, 'embed_part', lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build_index([small_corpus.root], out_dir, **SMALL_OPTIONS)
     monkeypatch.undo()

@@ -9,10 +9,9 @@ import random
 
 import pytest
 import zstandard
-
-from cis_stream.readers import (Document, InputError, Reject, expand_inputs, find_inputs, read_documents,
-                                read_file)
 from conftest import PLANTED_BAD_LINES, json_line, write_lines
+
+from cis_stream.text.readers import Document, InputError, Reject, expand_inputs, find_inputs, read_documents, read_file
 
 SUFFIXES = ['.jsonl', '.jsonl.gz', '.jsonl.zst', '.jsonl.bz2']
 

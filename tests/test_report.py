@@ -15,10 +15,11 @@ from streaming import StreamingDataset
 from tokenizers import Tokenizer
 
 from cis_stream import cli
-from cis_stream.index import build_index
-from cis_stream.report import (REPORT_FILE, SNIPPET_CHARS, describe_clusters, inspect_index, summary,
-                               top_terms, write_report)
-from cis_stream.samples import EOS_MARK
+from cis_stream.format.samples import EOS_MARK
+from cis_stream.index.job import build_index
+from cis_stream.report.html import REPORT_FILE, write_report
+from cis_stream.report.inspect import SNIPPET_CHARS, describe_clusters, inspect_index, top_terms
+from cis_stream.report.summary import inspection_summary as summary
 
 TOKENS = 3_000_000
 

@@ -16,10 +16,11 @@ import time
 
 import numpy as np
 import pytest
-
-from cis_stream.index import IndexOptions, _Job
-from cis_stream.manifest import CISIndex
 from conftest import WIKI_LEVELS, WIKI_WINDOW
+
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.job import _Job
+from cis_stream.index.options import IndexOptions
 
 BIN = os.path.dirname(sys.executable)
 # Each wiki file becomes a part of its own (the default plan makes one part of all three).

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+import cis_stream.tokens as tokens
 import numpy as np
 import pytest
+from conftest import fuzz_texts
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-import cis_stream.tokens as tokens
-from cis_stream.tokens import load_tokenizer, make_windows, tokenizer_from_json
-from conftest import fuzz_texts
+from cis_stream.text.tokens import load_tokenizer, make_windows, tokenizer_from_json
 
 
 @pytest.fixture(scope='module')

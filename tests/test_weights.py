@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 
 from cis_stream import cli
-from cis_stream.manifest import CISIndex
+from cis_stream.format.reader import CISIndex
+from cis_stream.report.summary import weights_summary as summary
 from cis_stream.tree import Tree
-from cis_stream.weights import (WeightOptions, choose_level, compute_weights, parse_task, read_weights,
-                                spread_to_leaves, summary, write_weights)
+from cis_stream.weights import (
+    WeightOptions,
+    choose_level,
+    compute_weights,
+    parse_task,
+    read_weights,
+    spread_to_leaves,
+    write_weights,
+)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from benchmarks.corpus.clean import chunk  # noqa: E402
 from benchmarks.corpus.fetch import Fetcher, Package  # noqa: E402
 from benchmarks.corpus.readers import READERS  # noqa: E402
 from benchmarks.corpus.sources import DOMAINS, POOL, SPLITS, Source  # noqa: E402
-from cis_stream.manifest import sha256_file  # noqa: E402
+from cis_stream.format.files import sha256_file  # noqa: E402
 
 MAX_POOL_DOC_CHARS = 50_000  # long pool documents (plays, manuals) are cut at paragraph breaks
 MB = 1e6

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cis_stream.manifest import sha256_file
+from cis_stream.format.files import sha256_file
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ import contextlib
 import fcntl
 import glob
 import os
+import shutil
+
+from cis_stream.format.layout import staging_dir
 
 
 class BuildLockedError(RuntimeError):
     """Another live job is building the same `<out>`."""
-
-
-def staging_dir(out: str) -> str:
-    return f'{out}.building'
 
 
 def _lock_path(out: str) -> str:
@@ -76,3 +75,32 @@ def check_apart(out: str, specs: list[str], what: str = 'input') -> None:
                     relation = 'is' if mine == path else 'lies inside' if common == path else 'contains'
                     raise ValueError(f'--out {out}: {mine} {relation} the {what} {path}, which building there '
                                      f'could overwrite or delete; choose an --out outside every {what}')
+
+
+def publish(staging: str, out: str) -> None:
+    """Rename the finished build into place; an old index (with --overwrite) goes only after."""
+    old = None
+    if os.path.exists(out):
+        old = f'{out}.replaced-{os.getpid()}'
+        os.rename(out, old)
+    os.rename(staging, out)
+    if old:
+        shutil.rmtree(old)
+
+
+def link_tree(source: str, target: str) -> None:
+    """Hard-link every file of the old version into `target` (copy across file systems).
+
+    The folders are made anew, never copied with their modes: a read-only index must give a
+    staging directory that can be filled, and removed if the add fails.
+    """
+    os.makedirs(target)
+    for folder, subfolders, names in os.walk(source):
+        into = os.path.join(target, os.path.relpath(folder, source))
+        for name in subfolders:
+            os.mkdir(os.path.join(into, name))
+        for name in names:
+            try:
+                os.link(os.path.join(folder, name), os.path.join(into, name))
+            except OSError:
+                shutil.copy2(os.path.join(folder, name), os.path.join(into, name))

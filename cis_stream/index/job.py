@@ -23,43 +23,45 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 import time
-from array import array
 
 import numpy as np
-from streaming import MDSWriter
 from tqdm.auto import tqdm
 
-from cis_stream import decontam
-from cis_stream.dist import Group, balanced_split, one_thread, share_cores
-from cis_stream.duplicates import count_duplicates, text_hash
-from cis_stream.embedders import Embedder, embedder_class, load_embedder, make_embedder
-from cis_stream.manifest import (CLUSTERS_DIR, EMBED_BATCH, EMBEDDER_DIR, FORMAT_VERSION, LEAF_INDEXES,
-                                 MANIFEST, REJECTS_FILE, TOKENIZER_FILE, TREE_FILE, CISIndex, NotAnIndexError,
-                                 canonical_json, leaf_dir_name, replacing, sha256_file, write_leaf_indexes)
-from cis_stream.options import IndexOptions
-from cis_stream.readers import Document, InputError, InputFiles, find_inputs, read_file
-from cis_stream.spool import WindowSpool
-from cis_stream.staging import BuildLockedError, check_apart, lock_staging, staging_dir
-from cis_stream.tokens import TokenizerHandle, load_tokenizer, make_windows
+from cis_stream.embedders import embedder_class, load_embedder, make_embedder
+from cis_stream.embedders.base import Embedder
+from cis_stream.format.files import canonical_json, read_json, replacing, write_json
+from cis_stream.format.layout import (
+    CLUSTERS_DIR,
+    EMBEDDER_DIR,
+    FORMAT_VERSION,
+    REJECTS_FILE,
+    TOKENIZER_FILE,
+    TREE_FILE,
+    NotAnIndexError,
+    leaf_dir_name,
+    staging_dir,
+)
+from cis_stream.format.leaves import write_leaf
+from cis_stream.format.manifest import finish_manifest, node_records
+from cis_stream.format.publish import BuildLockedError, check_apart, lock_staging, publish
+from cis_stream.format.reader import MANIFEST, CISIndex
+from cis_stream.index.dist import Group, balanced_split, one_thread
+from cis_stream.index.options import IndexOptions
+from cis_stream.index.parts import assign_part, embed_part, part_counts, plan_parts, read_part, rows_by_leaf
+from cis_stream.index.spool import WindowSpool
+from cis_stream.text import decontam
+from cis_stream.text.duplicates import count_duplicates
+from cis_stream.text.readers import InputError, InputFiles, find_inputs
+from cis_stream.text.tokens import load_tokenizer
 from cis_stream.tree import Tree, fit_tree
 
 log = logging.getLogger(__name__)
 
-# Documents tokenised together (one tokenizer.encode_batch call): up to this many, and up to this
-# much text, so that memory is set by the batch and not by how long the documents happen to be.
-READ_BATCH_DOCS = 256
-READ_BATCH_CHARS = 2_000_000
-# Windows packed per chunk.
-PACK_CHUNK_WINDOWS = 1024
-# Windows assigned down the tree per call.
-ASSIGN_BATCH = 65536
 # Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
 # The lsi fit sample is counted in tokens, since IDF and SVD statistics come from the text, not the
 # window count (and the randomized SVD's cost grows with it): random windows until 2.56M tokens
@@ -68,10 +70,6 @@ EMBEDDER_FIT_TOKENS = 2_560_000
 EMBEDDER_FIT_WINDOWS = (1000, 10000)
 TREE_FIT_POINTS_PER_LEAF = 40
 TREE_FIT_MIN_SAMPLE = 100000
-# Parts (the unit of work and of resumption): about 1/64 of the corpus, within these bounds.
-PARTS_WANTED = 64
-PART_MIN_BYTES = 1 << 20
-PART_MAX_BYTES = 64 << 20
 WORK_DIR = '_work'
 # Windows shorter than this (tokens) give the embedder too little text: warned about.
 SHORT_WINDOW = 32
@@ -90,232 +88,6 @@ class _Stage:
 
     def __exit__(self, *exc):
         self.timings[self.name] = round(time.perf_counter() - self.start, 3)
-
-
-def plan_parts(sizes: list[int], part_bytes: int | None = None) -> list[list[int]]:
-    """Runs of consecutive files of about `part_bytes` each (never splitting a file).
-
-    The default, about 1/PARTS_WANTED of the corpus, depends on the inputs alone.
-    """
-    target = part_bytes or min(PART_MAX_BYTES, max(PART_MIN_BYTES, sum(sizes) // PARTS_WANTED))
-    parts, current, filled = [], [], 0
-    for i, size in enumerate(sizes):
-        current.append(i)
-        filled += size
-        if filled >= target:
-            parts.append(current)
-            current, filled = [], 0
-    return parts + [current] if current else parts
-
-
-def _write_json(path: str, obj) -> None:
-    """Write-then-rename, so a record is either complete or absent (it marks work as done)."""
-    with replacing(path) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
-        json.dump(obj, handle, sort_keys=True)
-
-
-def _read_json(path: str):
-    with open(path, encoding='utf-8') as handle:
-        return json.load(handle)
-
-
-def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer: TokenizerHandle,
-              strict: bool, eval_set: decontam.EvalSet | None = None) -> dict:
-    """Read and tokenise one part's files into a spool; returns (and records) its bookkeeping.
-
-    With an `eval_set`, documents and windows overlapping it are dropped (decontam.py).
-    """
-    shutil.rmtree(directory, ignore_errors=True)
-    spool = WindowSpool(directory)
-    inputs = {path: {'path': path, 'bytes': os.path.getsize(path), 'documents': 0, 'indexed': 0,
-                     'rejected': 0, 'excluded': 0} for path in files}
-    screen = decontam.Decontaminator(eval_set, os.path.join(directory, decontam.EXCLUDED_FILE)) if eval_set else None
-
-    def exclude(doc: Document) -> None:  # an indexed document that decontamination dropped whole
-        inputs[doc.path]['indexed'] -= 1
-        inputs[doc.path]['excluded'] += 1
-    reasons: dict[str, int] = {}
-    batch: list[Document] = []
-    batch_chars = 0
-    hashes = array('Q')  # of every indexed document's text, to count exact duplicates
-    indexed = 0
-
-    def flush():
-        nonlocal batch_chars
-        windows = make_windows(tokenizer, [doc.text for doc in batch], options.window)
-        if screen:
-            windows = screen.screen(batch, windows, exclude)
-        spool.append(windows, np.arange(indexed - len(batch), indexed))
-        batch.clear()
-        batch_chars = 0
-
-    with open(os.path.join(directory, REJECTS_FILE), 'w', encoding='utf-8') as rejects:
-        for path in files:
-            for item in read_file(path, options.text_field, options.max_doc_bytes):
-                stats = inputs[path]
-                stats['documents'] += 1
-                if isinstance(item, Document):
-                    stats['indexed'] += 1
-                    indexed += 1
-                    hashes.append(text_hash(item.text))
-                    batch.append(item)
-                    batch_chars += len(item.text)
-                    if len(batch) >= READ_BATCH_DOCS or batch_chars >= READ_BATCH_CHARS:
-                        flush()
-                    continue
-                if strict:
-                    raise InputError(f'{item.path}:{item.line}: {item.reason} (without --strict such '
-                                     f'records are skipped and logged to {REJECTS_FILE})')
-                stats['rejected'] += 1
-                kind = item.reason.split(':')[0]
-                reasons[kind] = reasons.get(kind, 0) + 1
-                rejects.write(json.dumps(item.to_json(), ensure_ascii=False) + '\n')
-    if batch:
-        flush()
-    spool.close()
-    np.save(os.path.join(directory, 'hashes.npy'),
-            np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
-    info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
-            'tokens': int(spool.lengths.sum()), 'decontamination': screen.close() if screen else None}
-    _write_json(os.path.join(directory, 'read.json'), info)
-    return info
-
-
-def embed_part(directory: str, embedder: Embedder) -> None:
-    """Embed every window of a part into `embeddings.npy` (renamed into place when complete)."""
-    spool = WindowSpool.open(directory)
-    with replacing(os.path.join(directory, 'embeddings.npy')) as tmp:
-        vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
-        for start in range(0, spool.count, EMBED_BATCH):
-            rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
-            vectors[rows] = embedder.embed(spool.texts(rows))
-        vectors.flush()
-        del vectors
-
-
-def assign_part(directory: str, tree: Tree) -> None:
-    """Node ids at every level (of the unpruned tree) for each window of a part: `nodes.npy`."""
-    vectors = np.load(os.path.join(directory, 'embeddings.npy'), mmap_mode='r')
-    nodes = np.empty((len(vectors), len(tree.centroids)), dtype=np.int64)
-    for start in range(0, len(vectors), ASSIGN_BATCH):
-        stop = min(start + ASSIGN_BATCH, len(vectors))
-        nodes[start:stop] = tree.assign(np.asarray(vectors[start:stop]))
-    with replacing(os.path.join(directory, 'nodes.npy')) as tmp:
-        np.save(tmp, nodes)
-
-
-def pack_leaf(chunks, writer, seq_len: int, eos_id: int, dtype) -> dict:
-    """Write one leaf's EOS-joined token stream as fixed seq_len samples; the tail is padded with EOS.
-
-    Padding (rather than dropping) keeps every token and guarantees no leaf is empty; the pad
-    tokens are counted per leaf in the manifest.
-    """
-    carry = np.zeros(0, dtype=np.int32)
-    samples = 0
-    for chunk in chunks:
-        stream = np.concatenate([carry, chunk])
-        full = len(stream) // seq_len
-        for i in range(full):
-            writer.write({'tokens': stream[i * seq_len:(i + 1) * seq_len].astype(dtype)})
-        samples += full
-        carry = stream[full * seq_len:]
-    pad = (seq_len - len(carry)) % seq_len
-    if len(carry):
-        writer.write({'tokens': np.concatenate([carry, np.full(pad, eos_id, np.int32)]).astype(dtype)})
-        samples += 1
-    return {'samples': samples, 'pad_tokens': int(pad)}
-
-
-def leaf_chunks(sources, eos_id: int):
-    """A leaf's windows, EOS-joined, from (spool, rows) sources in order, a chunk at a time."""
-    for spool, rows in sources:
-        for start in range(0, len(rows), PACK_CHUNK_WINDOWS):
-            yield spool.eos_joined_tokens(rows[start:start + PACK_CHUNK_WINDOWS], eos_id)
-
-
-def write_leaf(out: str, sources, seq_len: int, tokenizer: TokenizerHandle) -> dict:
-    """One MDS stream (`tokens` column, zstd, xxh64) holding a leaf's windows."""
-    columns = {'tokens': tokenizer.token_dtype}
-    dtype = np.dtype(columns['tokens'].split(':')[1])
-    shutil.rmtree(out, ignore_errors=True)
-    with MDSWriter(out=out, columns=columns, compression='zstd', hashes=['xxh64'], progress_bar=False) as writer:
-        return pack_leaf(leaf_chunks(sources, tokenizer.eos_id), writer, seq_len, tokenizer.eos_id, dtype)
-
-
-def part_counts(nodes: np.ndarray, spool: WindowSpool, sizes: list[int]) -> np.ndarray:
-    """Windows, tokens and documents per node and level of one part: int64 [levels, 3, max size]."""
-    out = np.zeros((nodes.shape[1], 3, max(sizes)), np.int64)
-    docs = int(spool.doc.max()) + 1 if spool.count else 1
-    for level, size in enumerate(sizes):
-        node = nodes[:, level]
-        out[level, 0, :size] = np.bincount(node, minlength=size)
-        out[level, 1, :size] = np.bincount(node, weights=spool.lengths, minlength=size)
-        out[level, 2, :size] = np.bincount(np.unique(node * docs + spool.doc) // docs, minlength=size)
-    return out
-
-
-def node_records(tree: Tree, counts: np.ndarray, packed: list[dict], planned: list[int],
-                 fitted: list[int]) -> list[dict]:
-    """The manifest's per-level node records: counts, samples, pad tokens, parent, pruning."""
-    leaf_samples = np.asarray([p['samples'] for p in packed], np.int64)
-    leaf_pad = np.asarray([p['pad_tokens'] for p in packed], np.int64)
-    node_of_leaf = np.arange(len(packed))
-    levels = []
-    for level in reversed(range(len(tree.sizes))):
-        size = tree.sizes[level]
-        samples = np.bincount(node_of_leaf, weights=leaf_samples, minlength=size).astype(np.int64)
-        pad = np.bincount(node_of_leaf, weights=leaf_pad, minlength=size).astype(np.int64)
-        windows, tokens, documents = counts[level, :, :size]
-        levels.insert(0, {
-            'planned': planned[level], 'fitted': fitted[level], 'pruned_empty': fitted[level] - size,
-            'nodes': [{'documents': int(documents[i]), 'windows': int(windows[i]), 'tokens': int(tokens[i]),
-                       'samples': int(samples[i]), 'pad_tokens': int(pad[i]),
-                       'parent': int(tree.parents[level][i])} for i in range(size)]})
-        node_of_leaf = tree.parents[level][node_of_leaf]
-    return levels
-
-
-def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
-    """Hash of everything that defines the index's content (not timings or paths)."""
-    digest = hashlib.sha256()
-    stable = {k: manifest[k] for k in ('format_version', 'options', 'tree', 'totals')}
-    # Where the tokenizer file lived is not content (its bytes are hashed below).
-    stable['options'] = dict(stable['options'], tokenizer={
-        k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
-    stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
-    if manifest.get('decontamination'):  # the eval files' bytes and hashes, not where they lay
-        stable['decontamination'] = dict(manifest['decontamination'], files=[
-            {k: v for k, v in s.items() if k != 'path'} for s in manifest['decontamination']['files']])
-    digest.update(canonical_json(stable))
-    for name in (TREE_FILE, TOKENIZER_FILE):
-        digest.update(sha256_file(os.path.join(root, name)).encode())
-    for folder, _, names in sorted(os.walk(os.path.join(root, EMBEDDER_DIR))):
-        for name in sorted(names):
-            digest.update(sha256_file(os.path.join(folder, name)).encode())
-    for leaf in range(num_leaves):
-        digest.update(sha256_file(os.path.join(root, CLUSTERS_DIR, leaf_dir_name(leaf), 'index.json')).encode())
-    return digest.hexdigest()
-
-
-def finish_manifest(manifest: dict, root: str, num_leaves: int) -> dict:
-    """Bundle the leaf indexes, fingerprint the content and write the manifest into `root`."""
-    write_leaf_indexes(root, num_leaves)
-    manifest['leaf_indexes_sha256'] = sha256_file(os.path.join(root, LEAF_INDEXES))
-    manifest['fingerprint'] = fingerprint(manifest, root, num_leaves)
-    with replacing(os.path.join(root, MANIFEST)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-    return manifest
-
-
-def publish(staging: str, out: str) -> None:
-    """Rename the finished build into place; an old index (with --overwrite) goes only after."""
-    old = None
-    if os.path.exists(out):
-        old = f'{out}.replaced-{os.getpid()}'
-        os.rename(out, old)
-    os.rename(staging, out)
-    if old:
-        shutil.rmtree(old)
 
 
 def build_index(inputs: list[str], out: str, options: IndexOptions | None = None, *, strict: bool = False,
@@ -438,12 +210,12 @@ class _Job:
             if not os.path.exists(path):
                 shutil.rmtree(self.staging, ignore_errors=True)
                 os.makedirs(self.work)
-                _write_json(path, record)
+                write_json(path, record)
             # Claims of an earlier, killed run: their work is redone unless its marker exists.
             shutil.rmtree(self.claims, ignore_errors=True)
             os.makedirs(self.claims)
         self.group.barrier()
-        if _read_json(path) != record:
+        if read_json(path) != record:
             raise FileExistsError(f'{self.staging} holds an unfinished build of other inputs or options; '
                                   f'rerun with --restart to discard it (or delete it)')
         self.resumed = os.path.exists(os.path.join(self.part_dir(0), 'read.json'))
@@ -499,7 +271,7 @@ class _Job:
         tokenizer = load_tokenizer(self.options.tokenizer, self.options.eos_token)
         with _Stage(self.timings, 'read_tokenize'):
             self._read(tokenizer)
-        infos = [_read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
+        infos = [read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
         self.window_counts = np.asarray([info['windows'] for info in infos], np.int64)
         if self.window_counts.sum() == 0:
             rejected = {}
@@ -640,7 +412,7 @@ class _Job:
         for leaf in tqdm(mine, unit='leaf', desc='pack+write', disable=not self.progress):
             out = os.path.join(self.staging, CLUSTERS_DIR, leaf_dir_name(leaf))
             result = write_leaf(out, sources.pop(leaf), self.seq_len, tokenizer)
-            _write_json(os.path.join(packed_dir, f'{leaf}.json'), result)
+            write_json(os.path.join(packed_dir, f'{leaf}.json'), result)
         self.group.barrier()
 
     def _counts(self, tree: Tree, remaps) -> np.ndarray:
@@ -656,7 +428,7 @@ class _Job:
             handle.write(tokenizer.to_json())
         with replacing(os.path.join(staging, TREE_FILE)) as tmp:
             tree.save(tmp)
-        packed = [_read_json(os.path.join(self.work, 'packed', f'{leaf}.json')) for leaf in range(tree.sizes[-1])]
+        packed = [read_json(os.path.join(self.work, 'packed', f'{leaf}.json')) for leaf in range(tree.sizes[-1])]
         levels = node_records(tree, counts, packed, options.levels, fitted_sizes)
         inputs = [stats for info in infos for stats in info['inputs']]
         reasons: dict[str, int] = {}
@@ -719,46 +491,3 @@ class _Job:
             for part in range(len(self.parts)):
                 with open(os.path.join(self.part_dir(part), name), 'rb') as handle:
                     shutil.copyfileobj(handle, joined)
-
-
-def rows_by_leaf(leaves: np.ndarray):
-    """(leaf, its rows in order) for each leaf present in a part's per-window leaf ids."""
-    if not len(leaves):
-        return
-    rows = np.argsort(leaves, kind='stable')
-    keys = leaves[rows]
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    for start, stop in zip(starts, np.append(starts[1:], len(keys))):
-        yield int(keys[start]), rows[start:stop]
-
-
-def summary(manifest: dict) -> str:
-    """The closing summary printed after indexing."""
-    t = manifest['totals']
-    seconds = manifest['timings'].get('total')  # absent after `cis-stream add`, whose time is timings.add
-    # Also after `add --no-decontaminate`, which drops the decontamination record but not the counts.
-    excluded = (f"; {t['documents_excluded']:,} excluded and {t['windows_excluded']:,} windows "
-                f"({t['tokens_excluded']:,} tokens) dropped for overlap with eval text, see {decontam.EXCLUDED_FILE}"
-                if manifest.get('decontamination') or t.get('documents_excluded') else '')
-    skipped = manifest.get('skipped_files')
-    skipped = f'; {len(skipped):,} file(s) skipped, not read, see skipped_files in {MANIFEST}' if skipped else ''
-    # A resumed run's time covers only what it redid, so a rate over all the input would be false.
-    took = ('grown by cis-stream add' if seconds is None else
-            f'{seconds:.1f} s, resumed' if manifest.get('build', {}).get('resumed') else
-            f"{seconds:.1f} s, {t['input_bytes'] / 1e6 / max(seconds, 1e-9):.2f} MB/s")
-    return (f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents "
-            f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}{skipped}): "
-            f"{t['windows']:,} windows, {t['tokens']:,} tokens, {t['samples']:,} samples in "
-            f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
-            f"{took}; fingerprint {manifest['fingerprint'][:16]}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`torchrun ... -m cis_stream.index` / `composer -n N -m cis_stream.index`: `cis-stream index` flags."""
-    share_cores()
-    from cis_stream.cli import main as cli_main
-    return cli_main(['index', *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == '__main__':
-    sys.exit(main())

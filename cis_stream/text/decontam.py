@@ -29,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from cis_stream.manifest import sha256_file
-from cis_stream.options import DEFAULT_NGRAM
-from cis_stream.readers import Document, InputError, expand_inputs, read_documents
-from cis_stream.tokens import Windows
+from cis_stream.format.files import sha256_file
+from cis_stream.index.options import DEFAULT_NGRAM
+from cis_stream.text.readers import Document, InputError, expand_inputs, read_documents
+from cis_stream.text.tokens import Windows
 
 log = logging.getLogger(__name__)
 

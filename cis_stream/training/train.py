@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cis_stream.config import check_keys
+from cis_stream.training.config import check_keys
 
 TOP_KEYS = {
     'run_name', 'seed', 'max_seq_len', 'global_train_batch_size', 'device_train_microbatch_size',
@@ -104,8 +104,11 @@ def build_optimizer(cfg: dict, model):
 
 
 def build_scheduler(cfg: dict):
-    from composer.optim import (ConstantWithWarmupScheduler, CosineAnnealingWithWarmupScheduler,
-                                LinearWithWarmupScheduler)
+    from composer.optim import (
+        ConstantWithWarmupScheduler,
+        CosineAnnealingWithWarmupScheduler,
+        LinearWithWarmupScheduler,
+    )
     kinds = {'cosine_with_warmup': CosineAnnealingWithWarmupScheduler,
              'linear_decay_with_warmup': LinearWithWarmupScheduler,
              'constant_with_warmup': ConstantWithWarmupScheduler}
@@ -121,7 +124,7 @@ def build_scheduler(cfg: dict):
 def build_callbacks(cfg: dict) -> list:
     from composer.callbacks import LRMonitor, SpeedMonitor
 
-    from cis_stream.callbacks import SampleOrderLogger
+    from cis_stream.training.callbacks import SampleOrderLogger
     callbacks = []
     if 'sample_order' in cfg:
         callbacks.append(SampleOrderLogger(**cfg['sample_order']))
@@ -137,8 +140,8 @@ def train(cfg: dict) -> dict:
     from composer import Evaluator, Trainer
     from composer.utils import dist, get_device
 
-    from cis_stream.composer_data import build_cis_dataloader, build_text_files_dataloader, hf_tokenizer
     from cis_stream.dataset import open_index
+    from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader, hf_tokenizer
 
     device = get_device(None)
     dist.initialize_dist(device, timeout=float(cfg.get('dist_timeout', 300)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cis_stream.readers import MAX_DOC_BYTES
+from cis_stream.text.readers import MAX_DOC_BYTES
 
 # Words in a run shared with an eval document that drops a window (decontam.py; GPT-3 and Llama use 13).
 DEFAULT_NGRAM = 13

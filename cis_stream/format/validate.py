@@ -110,7 +110,7 @@ NONNEG = integer(0)
 POSITIVE = integer(1)
 _NODE = mapping({'documents': NONNEG, 'windows': NONNEG, 'tokens': NONNEG, 'samples': NONNEG,
                  'pad_tokens': NONNEG, 'parent': integer(-1)})
-MANIFEST = mapping({
+MANIFEST_SPEC = mapping({
     'format_version': integer(),
     'fingerprint': string(HEX64),
     'leaf_indexes_sha256': string(HEX64),
@@ -132,7 +132,7 @@ MANIFEST_ADVICE = 'the manifest is damaged or was edited by hand: rebuild the in
 
 def check_manifest(manifest: Any, path: str, error: type = ValueError) -> None:
     """The manifest's shape, plus what the shape alone cannot say: a consistent, non-empty tree."""
-    check(manifest, MANIFEST, path, MANIFEST_ADVICE, error)
+    check(manifest, MANIFEST_SPEC, path, MANIFEST_ADVICE, error)
     levels = manifest['tree']['levels']
     above = None
     for level, info in enumerate(levels):

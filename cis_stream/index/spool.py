@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from cis_stream.tokens import Windows
+from cis_stream.text.tokens import Windows
 
 TOKENS, TEXTS, TABLE = 'tokens.bin', 'texts.bin', 'table.npy'
 

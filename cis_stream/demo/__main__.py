@@ -22,7 +22,7 @@ import sys
 import time
 
 from cis_stream.cli import main as cli_main
-from cis_stream.corpora import make_wiki_split
+from cis_stream.demo.corpora import make_wiki_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(manifest['documents']))
 
     _step('2. tokenizer: byte-level BPE, 8,192 tokens, trained on the pool')
-    from cis_stream.readers import read_documents
-    from cis_stream.tokens import train_bpe_tokenizer
+    from cis_stream.text.readers import read_documents
+    from cis_stream.text.tokens import train_bpe_tokenizer
     pool = os.path.join(out, 'corpus', 'pool.jsonl')
     tokenizer = train_bpe_tokenizer((d.text for d in read_documents([pool])), 8192,
                                     os.path.join(out, 'tokenizer.json'))

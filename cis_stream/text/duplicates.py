@@ -10,6 +10,7 @@ chance of about 3 in 10,000.
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 
 

@@ -24,18 +24,21 @@ import time
 
 import numpy as np
 
-from cis_stream import decontam
-from cis_stream.duplicates import count_duplicates
-from cis_stream.index import (REJECTS_FILE, WORK_DIR, assign_part, embed_part, finish_manifest, part_counts,
-                              plan_parts, publish, read_part, rows_by_leaf, write_leaf)
-from cis_stream.manifest import CLUSTERS_DIR, CISIndex, leaf_dir_name, replacing
-from cis_stream.options import IndexOptions
-from cis_stream.readers import MAX_DOC_BYTES, InputError, expand_inputs
-from cis_stream.spool import WindowSpool
-from cis_stream.staging import check_apart, lock_staging, staging_dir
+from cis_stream.format.files import replacing
+from cis_stream.format.layout import CLUSTERS_DIR, REJECTS_FILE, leaf_dir_name, staging_dir
+from cis_stream.format.leaves import join_leaf_index, write_leaf
+from cis_stream.format.manifest import finish_manifest
+from cis_stream.format.publish import check_apart, link_tree, lock_staging, publish
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.job import WORK_DIR
+from cis_stream.index.options import IndexOptions
+from cis_stream.index.parts import assign_part, embed_part, part_counts, plan_parts, read_part, rows_by_leaf
+from cis_stream.index.spool import WindowSpool
+from cis_stream.text import decontam
+from cis_stream.text.duplicates import count_duplicates
+from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs
 
 log = logging.getLogger(__name__)
-LEAF_INDEX = 'index.json'
 
 
 def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, strict: bool = False,
@@ -65,31 +68,13 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
         if os.path.lexists(staging):  # left by an add that was killed
             shutil.rmtree(staging)
         try:
-            _link_tree(old.root, staging)
+            link_tree(old.root, staging)
             manifest = _grow(old, files, staging, strict, text_field, eval_set, progress)
             publish(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return CISIndex(out, manifest)
-
-
-def _link_tree(source: str, target: str) -> None:
-    """Hard-link every file of the old version into `target` (copy across file systems).
-
-    The folders are made anew, never copied with their modes: a read-only index must give a
-    staging directory that can be filled, and removed if the add fails.
-    """
-    os.makedirs(target)
-    for folder, subfolders, names in os.walk(source):
-        into = os.path.join(target, os.path.relpath(folder, source))
-        for name in subfolders:
-            os.mkdir(os.path.join(into, name))
-        for name in names:
-            try:
-                os.link(os.path.join(folder, name), os.path.join(into, name))
-            except OSError:
-                shutil.copy2(os.path.join(folder, name), os.path.join(into, name))
 
 
 def _eval_set(old: CISIndex, decontaminate: bool) -> decontam.EvalSet | None:
@@ -147,7 +132,7 @@ def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress)
         sources = by_leaf[leaf]
         leaf_dir = os.path.join(staging, CLUSTERS_DIR, leaf_dir_name(leaf))
         packed[int(leaf)] = write_leaf(os.path.join(leaf_dir, f'add-{version}'), sources, opts['seq_len'], tokenizer)
-        _join_leaf_index(leaf_dir, f'add-{version}')
+        join_leaf_index(leaf_dir, f'add-{version}')
 
     counts = sum(part_counts(n, spool, tree.sizes) for n, spool in zip(nodes, spools))
     _add_counts(manifest, tree, counts, packed)
@@ -174,22 +159,6 @@ def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress)
     manifest['timings'] = {'add': round(time.perf_counter() - started, 3)}
     shutil.rmtree(work)
     return finish_manifest(manifest, staging, old.num_leaves)
-
-
-def _join_leaf_index(leaf_dir: str, subdir: str) -> None:
-    """The leaf's index.json becomes its old shards followed by those in `subdir`."""
-    with open(os.path.join(leaf_dir, LEAF_INDEX), encoding='utf-8') as handle:
-        joined = json.load(handle)
-    with open(os.path.join(leaf_dir, subdir, LEAF_INDEX), encoding='utf-8') as handle:
-        added = json.load(handle)
-    for shard in added['shards']:
-        for key in ('raw_data', 'zip_data', 'raw_meta', 'zip_meta'):
-            if shard.get(key):
-                shard[key]['basename'] = f"{subdir}/{shard[key]['basename']}"
-    joined['shards'] += added['shards']
-    os.unlink(os.path.join(leaf_dir, subdir, LEAF_INDEX))
-    with replacing(os.path.join(leaf_dir, LEAF_INDEX)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
-        json.dump(joined, handle, sort_keys=True)
 
 
 def _add_counts(manifest: dict, tree, counts: np.ndarray, packed: dict) -> None:
@@ -252,15 +221,3 @@ def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos:
         log.warning('some added records were skipped; each is listed with file, line and reason in %s', REJECTS_FILE)
 
 
-def summary(manifest: dict) -> str:
-    """The closing summary printed after `cis-stream add`."""
-    step = manifest['history'][-1]
-    screened = (f"; {step['excluded_documents']:,} excluded as eval text (see {decontam.EXCLUDED_FILE})"
-                if manifest.get('decontamination') else
-                '; not screened against eval text: the index no longer claims decontamination'
-                if 'decontamination_dropped' in step else '')
-    return (f"added {step['added_documents']:,} documents from {len(step['added_inputs'])} file(s) to "
-            f"{step['grown_leaves']:,} leaves{screened}; the index now holds "
-            f"{manifest['totals']['documents_indexed']:,} documents and {manifest['totals']['samples']:,} samples "
-            f"(version {len(manifest['history']) + 1}, fingerprint {manifest['fingerprint'][:16]}, "
-            f"was {step['fingerprint'][:16]})")

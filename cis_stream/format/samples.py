@@ -17,7 +17,8 @@ import numpy as np
 from streaming.base.compression import decompress
 from streaming.base.format import reader_from_json
 
-from cis_stream.manifest import CISIndex, leaf_dir_name
+from cis_stream.format.layout import leaf_dir_name
+from cis_stream.format.reader import CISIndex
 
 # Shown between the EOS-separated pieces of a decoded sample (one piece per window).
 EOS_MARK = ' ‖ '

@@ -16,10 +16,10 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
-from cis_stream.config import check_keys
 from cis_stream.dataset import ClusteredImportanceDataset
-from cis_stream.manifest import CISIndex
-from cis_stream.readers import Document, expand_inputs, read_documents
+from cis_stream.format.reader import CISIndex
+from cis_stream.text.readers import Document, expand_inputs, read_documents
+from cis_stream.training.config import check_keys
 
 CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'max_repeat',
                     'allow_mixture_change', 'sample_ids', 'shuffle', 'shuffle_seed', 'shuffle_algo',

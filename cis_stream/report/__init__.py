@@ -1,0 +1,1 @@
+"""What the product tells its user: closing summaries, `cis-stream inspect`, the HTML report."""

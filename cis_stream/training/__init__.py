@@ -1,0 +1,1 @@
+"""Training with Composer on a CIS mixture: the train entry point, data loaders, callbacks, config checks."""
