@@ -12,12 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
-from sklearn.cluster import kmeans_plusplus
 from tqdm.auto import tqdm
-
-from cis_stream.index.options import check_levels
 
 KMEANS_ITERATIONS = 20
 KMEANS_PP_POINTS_PER_CLUSTER = 64
@@ -27,12 +23,25 @@ def _node_seed(seed: int, level: int, node: int) -> int:
     return (seed * 1_000_003 + level * 100_003 + node) % (2 ** 31 - 1)
 
 
+def check_levels(levels: list[int]) -> None:
+    if not levels or any(n < 1 for n in levels):
+        raise ValueError(f'--levels {levels}: give positive cluster counts, e.g. 16,256')
+    for upper, lower in zip(levels, levels[1:]):
+        if lower % upper or lower <= upper:
+            raise ValueError(f'--levels {levels}: each level must be a larger multiple of the one above '
+                             f'({lower} is not a multiple of {upper} greater than it)')
+
+
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Centroids of `points` (k is capped at the number of distinct points).
 
     faiss's random initialisation often merges well-separated clusters; seeding it with
     k-means++ (scikit-learn's, on a seeded subsample) recovers them reliably.
     """
+    # faiss and scikit-learn are imported here, not above: the command line checks --levels through this
+    # module before any slow import (index/options.py).
+    import faiss
+    from sklearn.cluster import kmeans_plusplus
     k = min(k, len(np.unique(points, axis=0)))
     if k <= 1:
         return points.mean(axis=0, keepdims=True).astype(np.float32)
@@ -48,6 +57,7 @@ def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    import faiss
     _, labels = faiss.knn(np.ascontiguousarray(points, dtype=np.float32),
                           np.ascontiguousarray(centroids, dtype=np.float32), 1)
     return labels[:, 0].astype(np.int64)
@@ -105,7 +115,7 @@ class Tree:
     def load(cls, path: str) -> 'Tree':
         with np.load(path, allow_pickle=False) as data:
             n = len([k for k in data.files if k.startswith('centroids_')])
-            return cls([data[f'centroids_{l}'] for l in range(n)], [data[f'parents_{l}'] for l in range(n)])
+            return cls([data[f'centroids_{i}'] for i in range(n)], [data[f'parents_{i}'] for i in range(n)])
 
 
 def fit_tree(sample: np.ndarray, levels: list[int], seed: int, progress: bool = False) -> Tree:

@@ -89,7 +89,7 @@ def unpack_leaf_indexes(root: str, manifest: dict) -> None:
         raise NotAnIndexError(f'{bundle_path}: does not hold exactly the leaves {names[0]}..{names[-1]} '
                               f'of the manifest; the index is damaged: rebuild it')
     for name in names:
-        path = os.path.join(root, CLUSTERS_DIR, name, 'index.json')
+        path = os.path.join(root, CLUSTERS_DIR, name, LEAF_INDEX)
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with replacing(path) as tmp, open(tmp, 'w', encoding='utf-8') as handle:

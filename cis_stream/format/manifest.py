@@ -9,38 +9,49 @@ import os
 import numpy as np
 
 from cis_stream.format.files import canonical_json, replacing, sha256_file
-from cis_stream.format.layout import (
-    CLUSTERS_DIR,
-    EMBEDDER_DIR,
-    LEAF_INDEXES,
-    MANIFEST,
-    TOKENIZER_FILE,
-    TREE_FILE,
-    leaf_dir_name,
-)
+from cis_stream.format.layout import EMBEDDER_DIR, LEAF_INDEXES, MANIFEST, TOKENIZER_FILE, TREE_FILE, leaf_index_name
 from cis_stream.format.leaves import write_leaf_indexes
 from cis_stream.tree import Tree
+
+
+def node_totals(tree: Tree, counts: np.ndarray, packed: dict[int, dict]) -> list[dict[str, np.ndarray]]:
+    """Per level, per node: documents, windows and tokens (`counts`, int64 [levels, 3, nodes]), and the
+    samples and pad tokens of the packed leaves below it (`packed`: leaf -> pack result)."""
+    leaf_samples, leaf_pad = np.zeros(tree.sizes[-1], np.int64), np.zeros(tree.sizes[-1], np.int64)
+    for leaf, result in packed.items():
+        leaf_samples[leaf], leaf_pad[leaf] = result['samples'], result['pad_tokens']
+    node_of_leaf = np.arange(tree.sizes[-1])
+    levels: list[dict[str, np.ndarray]] = []
+    for level in reversed(range(len(tree.sizes))):
+        size = tree.sizes[level]
+        windows, tokens, documents = counts[level, :, :size]
+        levels.insert(0, {
+            'documents': documents, 'windows': windows, 'tokens': tokens,
+            'samples': np.bincount(node_of_leaf, weights=leaf_samples, minlength=size).astype(np.int64),
+            'pad_tokens': np.bincount(node_of_leaf, weights=leaf_pad, minlength=size).astype(np.int64)})
+        node_of_leaf = tree.parents[level][node_of_leaf]
+    return levels
 
 
 def node_records(tree: Tree, counts: np.ndarray, packed: list[dict], planned: list[int],
                  fitted: list[int]) -> list[dict]:
     """The manifest's per-level node records: counts, samples, pad tokens, parent, pruning."""
-    leaf_samples = np.asarray([p['samples'] for p in packed], np.int64)
-    leaf_pad = np.asarray([p['pad_tokens'] for p in packed], np.int64)
-    node_of_leaf = np.arange(len(packed))
     levels = []
-    for level in reversed(range(len(tree.sizes))):
+    for level, totals in enumerate(node_totals(tree, counts, dict(enumerate(packed)))):
         size = tree.sizes[level]
-        samples = np.bincount(node_of_leaf, weights=leaf_samples, minlength=size).astype(np.int64)
-        pad = np.bincount(node_of_leaf, weights=leaf_pad, minlength=size).astype(np.int64)
-        windows, tokens, documents = counts[level, :, :size]
-        levels.insert(0, {
+        levels.append({
             'planned': planned[level], 'fitted': fitted[level], 'pruned_empty': fitted[level] - size,
-            'nodes': [{'documents': int(documents[i]), 'windows': int(windows[i]), 'tokens': int(tokens[i]),
-                       'samples': int(samples[i]), 'pad_tokens': int(pad[i]),
+            'nodes': [{**{name: int(values[i]) for name, values in totals.items()},
                        'parent': int(tree.parents[level][i])} for i in range(size)]})
-        node_of_leaf = tree.parents[level][node_of_leaf]
     return levels
+
+
+def add_node_totals(levels: list[dict], tree: Tree, counts: np.ndarray, packed: dict[int, dict]) -> None:
+    """Add new windows, tokens, documents, samples and pad tokens to the node records above them (add)."""
+    for records, totals in zip(levels, node_totals(tree, counts, packed)):
+        for i, record in enumerate(records['nodes']):
+            for name, values in totals.items():
+                record[name] += int(values[i])
 
 
 def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
@@ -61,7 +72,7 @@ def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
         for name in sorted(names):
             digest.update(sha256_file(os.path.join(folder, name)).encode())
     for leaf in range(num_leaves):
-        digest.update(sha256_file(os.path.join(root, CLUSTERS_DIR, leaf_dir_name(leaf), 'index.json')).encode())
+        digest.update(sha256_file(os.path.join(root, leaf_index_name(leaf))).encode())
     return digest.hexdigest()
 
 

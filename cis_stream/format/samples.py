@@ -17,7 +17,7 @@ import numpy as np
 from streaming.base.compression import decompress
 from streaming.base.format import reader_from_json
 
-from cis_stream.format.layout import leaf_dir_name
+from cis_stream.format.layout import LEAF_INDEX, leaf_dir_name
 from cis_stream.format.reader import CISIndex
 
 # Shown between the EOS-separated pieces of a decoded sample (one piece per window).
@@ -41,7 +41,7 @@ class LeafSamples:
 
     def _leaf_shards(self, leaf: int) -> tuple[list, np.ndarray]:
         if leaf not in self._shards:
-            path = os.path.join(self.index.leaf_path(leaf), 'index.json')
+            path = os.path.join(self.index.leaf_path(leaf), LEAF_INDEX)
             try:
                 with open(path, encoding='utf-8') as handle:
                     shards = json.load(handle)['shards']

@@ -16,10 +16,9 @@ from typing import Any, Callable
 Spec = Callable[[Any, str], None]
 
 HEX64 = re.compile(r'[0-9a-f]{64}')
-HEX16 = re.compile(r'[0-9a-f]{16}')
 # A file name inside the index: no directory part, so it cannot point outside.
 PLAIN_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]*')
-# A leaf's shards, at its root or in the add-<version>/ folder of a `cis-stream add` (grow.py).
+# A leaf's shards, at its root or in the add-<version>/ folder of a `cis-stream add` (index/add.py).
 SHARD_NAME = re.compile(r'(add-\d+/)?shard\.\d{5,}\.mds(\.zstd)?')
 EMBEDDER_NAME = re.compile(r'[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?')
 TOKEN_COLUMNS = ('ndarray:uint16', 'ndarray:int32')
@@ -62,13 +61,6 @@ def string(pattern: re.Pattern | None = None, choices: tuple | None = None) -> S
             raise _Bad(where, f'{_show(value)} is not one of {list(choices)}')
         if pattern is not None and not pattern.fullmatch(value):
             raise _Bad(where, f'{_show(value)} does not match {pattern.pattern!r}')
-    return check
-
-
-def nullable(spec: Spec) -> Spec:
-    def check(value, where):
-        if value is not None:
-            spec(value, where)
     return check
 
 

@@ -27,13 +27,25 @@ import numpy as np
 from cis_stream.format.files import replacing
 from cis_stream.format.layout import CLUSTERS_DIR, REJECTS_FILE, leaf_dir_name, staging_dir
 from cis_stream.format.leaves import join_leaf_index, write_leaf
-from cis_stream.format.manifest import finish_manifest
+from cis_stream.format.manifest import add_node_totals, finish_manifest
 from cis_stream.format.publish import check_apart, link_tree, lock_staging, publish
 from cis_stream.format.reader import CISIndex
-from cis_stream.index.job import WORK_DIR
 from cis_stream.index.options import IndexOptions
-from cis_stream.index.parts import assign_part, embed_part, part_counts, plan_parts, read_part, rows_by_leaf
+from cis_stream.index.parts import (
+    HASHES_FILE,
+    NODES_FILE,
+    PartRecord,
+    assign_part,
+    embed_part,
+    merged_reasons,
+    part_counts,
+    part_totals,
+    plan_parts,
+    read_part,
+    rows_by_leaf,
+)
 from cis_stream.index.spool import WindowSpool
+from cis_stream.index.work import WORK_DIR, part_dir
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
 from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs
@@ -108,19 +120,20 @@ def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress)
     work = os.path.join(staging, WORK_DIR)
     version = len(manifest.get('history', [])) + 1
     parts = plan_parts([os.path.getsize(path) for path in files])
-    infos, spools, nodes = [], [], []
+    records, spools, nodes = [], [], []
     for number, part in enumerate(parts):
-        directory = os.path.join(work, f'{number:06d}')
-        infos.append(read_part([files[i] for i in part], directory, options, tokenizer, strict, eval_set))
+        directory = part_dir(work, number)
+        records.append(read_part([files[i] for i in part], directory, options, tokenizer, strict, eval_set))
         embed_part(directory, embedder)
         assign_part(directory, tree)
         spools.append(WindowSpool.open(directory))
-        nodes.append(np.load(os.path.join(directory, 'nodes.npy')))
-    if sum(info['windows'] for info in infos) == 0:
-        rejected = sum(s['rejected'] for info in infos for s in info['inputs'])
-        excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
+        nodes.append(np.load(os.path.join(directory, NODES_FILE)))
+    added_inputs = [stats for record in records for stats in record.inputs]
+    if sum(record.windows for record in records) == 0:
+        rejected = sum(s['rejected'] for s in added_inputs)
+        excluded = sum(s['excluded'] for s in added_inputs)
         raise InputError(f'no document could be indexed from {len(files)} file(s): {rejected} rejected '
-                         f'{_merged(info["reasons"] for info in infos)}, {excluded} excluded as eval text')
+                         f'{merged_reasons(record.reasons for record in records)}, {excluded} excluded as eval text')
 
     by_leaf: dict[int, list] = {}  # leaf → [(spool, rows)], parts in input order
     for spool, part_nodes in zip(spools, nodes):
@@ -135,62 +148,39 @@ def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress)
         join_leaf_index(leaf_dir, f'add-{version}')
 
     counts = sum(part_counts(n, spool, tree.sizes) for n, spool in zip(nodes, spools))
-    _add_counts(manifest, tree, counts, packed)
-    _add_totals(manifest, infos, packed, opts['seq_len'])
+    add_node_totals(manifest['tree']['levels'], tree, counts, packed)
+    _add_totals(manifest['totals'], records, packed, opts['seq_len'])
     # Among the added documents only: the old version keeps no per-document hashes.
     manifest['totals']['duplicate_documents'] = manifest['totals'].get('duplicate_documents', 0) + count_duplicates(
-        np.concatenate([np.load(os.path.join(work, f'{n:06d}', 'hashes.npy')) for n in range(len(parts))]))
-    _add_rejects(manifest, staging, work, len(parts), infos)
-    step = {'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for info in infos for s in info['inputs']],
-            'added_documents': sum(s['indexed'] for info in infos for s in info['inputs']),
-            'excluded_documents': sum(s['excluded'] for info in infos for s in info['inputs']),
+        np.concatenate([np.load(os.path.join(part_dir(work, n), HASHES_FILE)) for n in range(len(parts))]))
+    _add_rejects(manifest, staging, work, len(parts), records)
+    step = {'fingerprint': old.fingerprint, 'added_inputs': [s['path'] for s in added_inputs],
+            'added_documents': sum(s['indexed'] for s in added_inputs),
+            'excluded_documents': sum(s['excluded'] for s in added_inputs),
             'grown_leaves': len(grown)}
     if eval_set:
         _append_logs(staging, work, len(parts), decontam.EXCLUDED_FILE)
         manifest['decontamination'] = decontam.record(
-            eval_set, [old.manifest['decontamination']] + [info['decontamination'] for info in infos])
+            eval_set, [old.manifest['decontamination']] + [record.decontamination for record in records])
     elif manifest.get('decontamination'):
         step['decontamination_dropped'] = manifest['decontamination']
         manifest['decontamination'] = None
         log.warning('added without screening against the eval files (--no-decontaminate): the new version no '
                     'longer claims to be decontaminated (its earlier record is kept in the manifest\'s history)')
     manifest['history'] = manifest.get('history', []) + [step]
-    manifest['inputs'] += [s for info in infos for s in info['inputs']]
+    manifest['inputs'] += added_inputs
     manifest['timings'] = {'add': round(time.perf_counter() - started, 3)}
     shutil.rmtree(work)
     return finish_manifest(manifest, staging, old.num_leaves)
 
 
-def _add_counts(manifest: dict, tree, counts: np.ndarray, packed: dict) -> None:
-    """Add the new windows, tokens, documents, samples and pad tokens to every node above them."""
-    leaf_of = np.arange(tree.sizes[-1])
-    for level in reversed(range(len(tree.sizes))):
-        records = manifest['tree']['levels'][level]['nodes']
-        for field, row in (('windows', 0), ('tokens', 1), ('documents', 2)):
-            for node in np.flatnonzero(counts[level, row, :tree.sizes[level]]):
-                records[node][field] += int(counts[level, row, node])
-        for leaf, result in packed.items():
-            records[leaf_of[leaf]]['samples'] += result['samples']
-            records[leaf_of[leaf]]['pad_tokens'] += result['pad_tokens']
-        leaf_of = tree.parents[level][leaf_of]
-
-
-def _add_totals(manifest: dict, infos: list[dict], packed: dict, seq_len: int) -> None:
-    totals, inputs = manifest['totals'], [s for info in infos for s in info['inputs']]
-    samples = sum(p['samples'] for p in packed.values())
-    windows = sum(info['windows'] for info in infos)
-    screened = [info['decontamination'] for info in infos if info['decontamination']]
-    for key, value in (('documents_read', sum(s['documents'] for s in inputs)),
-                       ('documents_indexed', sum(s['indexed'] for s in inputs)),
-                       ('documents_rejected', sum(s['rejected'] for s in inputs)),
-                       ('documents_excluded', sum(s['excluded'] for s in inputs)),
-                       ('windows_excluded', sum(d['windows_excluded'] for d in screened)),
-                       ('tokens_excluded', sum(d['tokens_excluded'] for d in screened)),
-                       ('windows', windows), ('eos_tokens', windows),
-                       ('tokens', sum(info['tokens'] for info in infos)),
-                       ('pad_tokens', sum(p['pad_tokens'] for p in packed.values())),
-                       ('samples', samples), ('sample_tokens', samples * seq_len),
-                       ('input_bytes', sum(s['bytes'] for s in inputs))):
+def _add_totals(totals: dict, records: list[PartRecord], packed: dict, seq_len: int) -> None:
+    """Add what the new parts hold to the index's totals."""
+    screened = [record.decontamination for record in records if record.decontamination]
+    added = part_totals(records, list(packed.values()), seq_len) | {
+        'windows_excluded': sum(d['windows_excluded'] for d in screened),
+        'tokens_excluded': sum(d['tokens_excluded'] for d in screened)}
+    for key, value in added.items():
         totals[key] = totals.get(key, 0) + value  # an index older than --exclude has no *_excluded
 
 
@@ -198,26 +188,17 @@ def _append_logs(staging: str, work: str, num_parts: int, name: str) -> None:
     """A new copy of the log `name` (the old one is hard-linked), followed by the parts' logs."""
     path = os.path.join(staging, name)
     with replacing(path) as tmp, open(tmp, 'wb') as joined:
-        for source in [path] + [os.path.join(work, f'{number:06d}', name) for number in range(num_parts)]:
+        for source in [path] + [os.path.join(part_dir(work, number), name) for number in range(num_parts)]:
             with open(source, 'rb') as handle:
                 shutil.copyfileobj(handle, joined)
 
 
-def _merged(counts) -> dict[str, int]:
-    """Counts by reason, added up over several records, sorted by reason."""
-    total: dict[str, int] = {}
-    for record in counts:
-        for kind, n in record.items():
-            total[kind] = total.get(kind, 0) + n
-    return dict(sorted(total.items()))
-
-
-def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, infos: list[dict]) -> None:
+def _add_rejects(manifest: dict, staging: str, work: str, num_parts: int, records: list[PartRecord]) -> None:
     """Append the new rejects to the rejects log, and count them by reason."""
     _append_logs(staging, work, num_parts, REJECTS_FILE)
-    manifest['rejects']['by_reason'] = _merged([manifest['rejects']['by_reason']] + [info['reasons'] for info in infos])
+    manifest['rejects']['by_reason'] = merged_reasons([manifest['rejects']['by_reason']] + [r.reasons for r in records])
     manifest['rejects']['count'] = manifest['totals']['documents_rejected']
-    if any(info['reasons'] for info in infos):
+    if any(record.reasons for record in records):
         log.warning('some added records were skipped; each is listed with file, line and reason in %s', REJECTS_FILE)
 
 

@@ -32,13 +32,12 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from cis_stream.embedders import embedder_class, load_embedder, make_embedder
-from cis_stream.embedders.base import Embedder
 from cis_stream.format.files import canonical_json, read_json, replacing, write_json
 from cis_stream.format.layout import (
     CLUSTERS_DIR,
     EMBEDDER_DIR,
     FORMAT_VERSION,
+    MANIFEST,
     REJECTS_FILE,
     TOKENIZER_FILE,
     TREE_FILE,
@@ -49,45 +48,39 @@ from cis_stream.format.layout import (
 from cis_stream.format.leaves import write_leaf
 from cis_stream.format.manifest import finish_manifest, node_records
 from cis_stream.format.publish import BuildLockedError, check_apart, lock_staging, publish
-from cis_stream.format.reader import MANIFEST, CISIndex
-from cis_stream.index.dist import Group, balanced_split, one_thread
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.dist import Group
+from cis_stream.index.fits import fit_embedder, fit_tree_on_sample
 from cis_stream.index.options import IndexOptions
-from cis_stream.index.parts import assign_part, embed_part, part_counts, plan_parts, read_part, rows_by_leaf
+from cis_stream.index.parts import (
+    EMBEDDINGS_FILE,
+    HASHES_FILE,
+    NODES_FILE,
+    READ_RECORD,
+    PartRecord,
+    assign_part,
+    embed_part,
+    merged_reasons,
+    part_counts,
+    part_totals,
+    plan_parts,
+    read_part,
+    rows_by_leaf,
+)
 from cis_stream.index.spool import WindowSpool
+from cis_stream.index.work import WORK_DIR, PartWork, StageTimer
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
 from cis_stream.text.readers import InputError, InputFiles, find_inputs
 from cis_stream.text.tokens import load_tokenizer
-from cis_stream.tree import Tree, fit_tree
+from cis_stream.tree import Tree
 
 log = logging.getLogger(__name__)
 
-# Default sample sizes: windows to fit the lsi embedder on, and points per leaf to fit the tree on.
-# The lsi fit sample is counted in tokens, since IDF and SVD statistics come from the text, not the
-# window count (and the randomized SVD's cost grows with it): random windows until 2.56M tokens
-# (10,000 full windows of 256 tokens, 2,500 of 1,024), never fewer than 1,000 or more than 10,000.
-EMBEDDER_FIT_TOKENS = 2_560_000
-EMBEDDER_FIT_WINDOWS = (1000, 10000)
-TREE_FIT_POINTS_PER_LEAF = 40
-TREE_FIT_MIN_SAMPLE = 100000
-WORK_DIR = '_work'
 # Windows shorter than this (tokens) give the embedder too little text: warned about.
 SHORT_WINDOW = 32
 # More padding than this share of the sample tokens (too many leaves for the corpus) is warned about.
 PAD_WARN_SHARE = 0.2
-
-
-class _Stage:
-    """Times one stage for the manifest."""
-
-    def __init__(self, timings: dict, name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.name] = round(time.perf_counter() - self.start, 3)
 
 
 def build_index(inputs: list[str], out: str, options: IndexOptions | None = None, *, strict: bool = False,
@@ -172,27 +165,22 @@ def _check_replaceable(out: str, overwrite: bool) -> None:
                               f'away yourself') from None
 
 
-class _Job:
+class _Job(PartWork):
     """One indexing run, on one rank of the process group."""
 
     def __init__(self, files, out, options, strict, progress, group, restart, part_bytes, skipped=()):
-        self.files, self.out, self.options, self.strict, self.group = files, out, options, strict, group
+        self.files, self.out, self.options, self.strict = files, out, options, strict
         self.skipped = list(skipped)  # files under the inputs that are not read: {'path', 'reason'}
-        self.progress = progress and group.leader
         self.staging = staging_dir(out)
-        self.work = os.path.join(self.staging, WORK_DIR)
-        self.claims = os.path.join(self.work, 'claims')
         self.sizes = [os.path.getsize(path) for path in files]
         self.parts = plan_parts(self.sizes, part_bytes)
         self.part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
-        # Parts whose counts this rank adds up (a fixed deal: each part counted once).
-        self.mine = balanced_split(self.part_bytes, group.world)[group.rank]
+        super().__init__(os.path.join(self.staging, WORK_DIR), self.part_bytes, group, progress)
         if group.leader and len(self.parts) < group.world:
             log.warning('%d part(s) of input for %d processes: %d process(es) will have no input to read or embed. '
                         'A part is a run of whole files, so split large inputs into more files than processes',
                         len(self.parts), group.world, group.world - len(self.parts))
         self.seq_len = options.seq_len or options.window
-        self.embedder_fit_sample: int | None = None  # windows the embedder was fit on (rank 0)
         self.timings: dict[str, float] = {}
         self._open_job(restart)
 
@@ -218,86 +206,47 @@ class _Job:
         if read_json(path) != record:
             raise FileExistsError(f'{self.staging} holds an unfinished build of other inputs or options; '
                                   f'rerun with --restart to discard it (or delete it)')
-        self.resumed = os.path.exists(os.path.join(self.part_dir(0), 'read.json'))
-
-    def part_dir(self, part: int) -> str:
-        return os.path.join(self.work, 'parts', f'{part:06d}')
-
-    def _done(self, part: int, name: str) -> bool:
-        return os.path.exists(os.path.join(self.part_dir(part), name))
-
-    def _share(self, marker: str, weights, unit: str, desc: str, work) -> int:
-        """`work(part)` for every part without `marker`, shared among the ranks first come, first
-        served (largest first), so that a slow core or node does less of it. Which rank does a
-        part changes nothing in the result. Returns how many parts this rank did."""
-        done_here = 0
-        todo = sorted((p for p in range(len(self.parts)) if not self._done(p, marker)), key=lambda p: (-weights[p], p))
-        with self._bar(sum(weights[p] for p in todo), unit, desc) as bar:
-            shown = time.monotonic()
-            for p in todo:
-                if self._claim(f'{marker}-{p}'):
-                    work(p)
-                    done_here += 1
-                if self.progress and time.monotonic() - shown > 1:  # every rank's progress, once a second
-                    bar.update(sum(weights[q] for q in todo if self._done(q, marker)) - bar.n)
-                    shown = time.monotonic()
-            self.group.barrier()
-            bar.update(bar.total - bar.n)
-        return done_here
-
-    def _claim(self, name: str) -> bool:
-        """True for the one rank that creates the claim file `name` (atomic, also on NFS)."""
-        if self.group.world == 1:
-            return True
-        try:
-            os.close(os.open(os.path.join(self.claims, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return True
-        except FileExistsError:
-            return False
+        self.resumed = os.path.exists(os.path.join(self.part_dir(0), READ_RECORD))
 
     def _first_rejects(self, count: int = 3) -> str:
         """The first rejects logged (file, line, reason), e.g. the fields a wrong --text-field missed."""
         first = []
-        for part in range(len(self.parts)):
+        for part in range(self.num_parts):
             with open(os.path.join(self.part_dir(part), REJECTS_FILE), encoding='utf-8') as handle:
                 first += [json.loads(line) for _, line in zip(range(count - len(first)), handle)]
         return ''.join(f"\n  {r['file']}:{r['line']}: {r['reason']}" for r in first)
 
-    def _bar(self, total, unit, desc):
-        return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not self.progress)
-
     def run(self) -> dict:
         started = time.perf_counter()
         tokenizer = load_tokenizer(self.options.tokenizer, self.options.eos_token)
-        with _Stage(self.timings, 'read_tokenize'):
+        with StageTimer(self.timings, 'read_tokenize'):
             self._read(tokenizer)
-        infos = [read_json(os.path.join(self.part_dir(p), 'read.json')) for p in range(len(self.parts))]
-        self.window_counts = np.asarray([info['windows'] for info in infos], np.int64)
+        records = [PartRecord.load(self.part_dir(p)) for p in range(self.num_parts)]
+        self.window_counts = np.asarray([record.windows for record in records], np.int64)
         if self.window_counts.sum() == 0:
-            rejected = {}
-            for info in infos:
-                for kind, n in info['reasons'].items():
-                    rejected[kind] = rejected.get(kind, 0) + n
-            excluded = sum(s['excluded'] for info in infos for s in info['inputs'])
+            rejected = merged_reasons(record.reasons for record in records)
+            excluded = sum(s['excluded'] for record in records for s in record.inputs)
             raise InputError(f'no document could be indexed from {len(self.files)} file(s): '
                              f'{sum(rejected.values())} rejected {rejected}, {excluded} excluded by --exclude; '
                              f'the first rejects:{self._first_rejects()}')
-        with _Stage(self.timings, 'fit_embedder'):
-            embedder = self._fit_embedder()
-        with _Stage(self.timings, 'embed'):
-            self._share('embeddings.npy', self.window_counts, 'win', 'embed',
+        with StageTimer(self.timings, 'fit_embedder'):
+            embedder, self.embedder_fit_sample = fit_embedder(
+                self, self.window_counts, self.options, os.path.join(self.staging, EMBEDDER_DIR))
+        with StageTimer(self.timings, 'embed'):
+            self.share(EMBEDDINGS_FILE, self.window_counts, 'win', 'embed',
                         lambda p: embed_part(self.part_dir(p), embedder))
-        with _Stage(self.timings, 'fit_tree'):
-            tree, tree_sample = self._fit_tree()
-        with _Stage(self.timings, 'assign'):
-            self._share('nodes.npy', self.window_counts, 'win', 'assign', lambda p: assign_part(self.part_dir(p), tree))
+        with StageTimer(self.timings, 'fit_tree'):
+            tree, tree_sample = fit_tree_on_sample(
+                self, self.window_counts, self.options, os.path.join(self.work, 'tree_fitted.npz'))
+        with StageTimer(self.timings, 'assign'):
+            self.share(NODES_FILE, self.window_counts, 'win', 'assign', lambda p: assign_part(self.part_dir(p), tree))
             pruned, remaps = self._prune(tree)
-        with _Stage(self.timings, 'pack_write'):
+        with StageTimer(self.timings, 'pack_write'):
             self._pack(pruned, remaps, tokenizer)
         counts = self._counts(pruned, remaps)
         if not self.group.leader:
             return {}
-        manifest = self._manifest(tokenizer, embedder, pruned, tree.sizes, counts, infos, tree_sample)
+        manifest = self._manifest(tokenizer, embedder, pruned, tree.sizes, counts, records, tree_sample)
         shutil.rmtree(self.work)
         self.timings['total'] = round(time.perf_counter() - started, 3)
         manifest['timings'] = self.timings
@@ -311,78 +260,13 @@ class _Job:
         options = self.options
         self.eval_set = (decontam.load_eval_set(options.exclude, options.exclude_ngram, options.text_field, self.strict)
                          if options.exclude else None)
-        read_here = self._share('read.json', self.part_bytes, 'B', 'read+tokenize',
+        read_here = self.share(READ_RECORD, self.part_bytes, 'B', 'read+tokenize',
                                 lambda p: read_part([self.files[i] for i in self.parts[p]], self.part_dir(p), options,
                                                     tokenizer, self.strict, self.eval_set))
         self.parts_read_by_rank = self.group.sum(np.bincount([self.group.rank], minlength=self.group.world) * read_here)
 
-    def _global_rows(self, rows: np.ndarray):
-        """(part, local rows) for sorted global window numbers (windows numbered in input order)."""
-        offsets = np.concatenate([[0], np.cumsum(self.window_counts)])
-        owner = np.searchsorted(offsets, rows, side='right') - 1
-        for part in np.unique(owner):
-            yield int(part), rows[owner == part] - offsets[part]
-
-    def _fit_embedder(self) -> Embedder:
-        """Rank 0 fits on a seeded sample of windows and saves the state; every rank loads it."""
-        options, path = self.options, os.path.join(self.staging, EMBEDDER_DIR)
-        fitted = None
-        needs_fit = embedder_class(options.embedder).needs_fit
-        if self.group.leader and needs_fit:
-            sample = self._embedder_fit_rows()  # cheap: recomputed when resuming, for the manifest
-            self.embedder_fit_sample = len(sample)
-        if self.group.leader and not os.path.exists(path):
-            fitted = make_embedder(options.embedder, **options.embedder_config)
-            if needs_fit:
-                texts = [text for part, rows in self._global_rows(sample)
-                         for text in WindowSpool.open(self.part_dir(part)).texts(rows)]
-                # One step, but its line shows what the build is doing meanwhile, and then how long it took.
-                with self._bar(1, 'fit', f'fit embedder on {len(texts):,} windows') as bar, one_thread():
-                    fitted.fit(texts, options.seed)
-                    bar.update(1)
-            with replacing(path) as tmp:
-                os.makedirs(tmp)
-                fitted.save(tmp)
-        self.group.barrier()
-        return fitted or load_embedder(options.embedder, options.embedder_config, path)
-
-    def _embedder_fit_rows(self) -> np.ndarray:
-        """Sorted global window numbers of the embedder's seeded fit sample (see EMBEDDER_FIT_TOKENS)."""
-        total = int(self.window_counts.sum())
-        rng = np.random.default_rng(self.options.seed)
-        if self.options.embedder_fit_sample:
-            return np.sort(rng.choice(total, min(total, self.options.embedder_fit_sample), replace=False))
-        low, high = EMBEDDER_FIT_WINDOWS
-        candidates = rng.choice(total, min(total, high), replace=False)  # in random order
-        rows = np.sort(candidates)
-        lengths = np.concatenate([WindowSpool.open(self.part_dir(part)).lengths[local]
-                                  for part, local in self._global_rows(rows)])[np.searchsorted(rows, candidates)]
-        count = max(low, int(np.searchsorted(np.cumsum(lengths), EMBEDDER_FIT_TOKENS)) + 1)
-        return np.sort(candidates[:count])
-
-    def _fit_tree(self) -> tuple[Tree, int]:
-        """Rank 0 fits the tree on a seeded sample of embeddings; every rank loads it."""
-        options, path = self.options, os.path.join(self.work, 'tree_fitted.npz')
-        total = int(self.window_counts.sum())
-        wanted = options.tree_fit_sample or max(TREE_FIT_MIN_SAMPLE, TREE_FIT_POINTS_PER_LEAF * options.levels[-1])
-        rows = np.sort(np.random.default_rng(options.seed + 1).choice(total, min(total, wanted), replace=False))
-        if self.group.leader and not os.path.exists(path):
-            sample = np.concatenate([np.load(os.path.join(self.part_dir(part), 'embeddings.npy'),
-                                             mmap_mode='r')[local] for part, local in self._global_rows(rows)])
-            with one_thread(), replacing(path) as tmp:
-                fit_tree(sample, options.levels, options.seed, self.progress).save(tmp)
-        self.group.barrier()
-        return Tree.load(path), len(rows)
-
-    def _sum_over_parts(self, per_part, shape: tuple) -> np.ndarray:
-        """Sum of the int64 arrays per_part(part) over this rank's parts, then over ranks."""
-        total = np.zeros(shape, np.int64)
-        for part in self.mine:
-            total += per_part(part)
-        return self.group.sum(total)
-
     def _nodes(self, part: int) -> np.ndarray:
-        return np.load(os.path.join(self.part_dir(part), 'nodes.npy'))
+        return np.load(os.path.join(self.part_dir(part), NODES_FILE))
 
     def _prune(self, tree: Tree) -> tuple[Tree, list[np.ndarray]]:
         """Drop the nodes no window reached (the same on every rank: counts are summed first)."""
@@ -391,7 +275,7 @@ class _Job:
         def windows(part):
             nodes = self._nodes(part)
             return np.stack([np.bincount(nodes[:, level], minlength=width) for level in range(nodes.shape[1])])
-        counts = self._sum_over_parts(windows, (len(tree.sizes), width))
+        counts = self.sum_over_parts(windows, (len(tree.sizes), width))
         return tree.prune([counts[level, :size] for level, size in enumerate(tree.sizes)])
 
     def _pack(self, tree: Tree, remaps, tokenizer) -> None:
@@ -403,7 +287,7 @@ class _Job:
                 if not os.path.exists(os.path.join(packed_dir, f'{leaf}.json'))]
         sources: dict[int, list] = {leaf: [] for leaf in mine}
         if mine:
-            for part in range(len(self.parts)):
+            for part in range(self.num_parts):
                 spool = None
                 for leaf, rows in rows_by_leaf(remaps[-1][self._nodes(part)[:, -1]]):
                     if leaf in sources:
@@ -420,9 +304,9 @@ class _Job:
             nodes = self._nodes(part)
             nodes = np.stack([remaps[level][nodes[:, level]] for level in range(nodes.shape[1])], axis=1)
             return part_counts(nodes, WindowSpool.open(self.part_dir(part)), tree.sizes)
-        return self._sum_over_parts(counts, (len(tree.sizes), 3, max(tree.sizes)))
+        return self.sum_over_parts(counts, (len(tree.sizes), 3, max(tree.sizes)))
 
-    def _manifest(self, tokenizer, embedder, tree, fitted_sizes, counts, infos, tree_sample) -> dict:
+    def _manifest(self, tokenizer, embedder, tree, fitted_sizes, counts, records, tree_sample) -> dict:
         options, staging = self.options, self.staging
         with replacing(os.path.join(staging, TOKENIZER_FILE)) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
             handle.write(tokenizer.to_json())
@@ -430,30 +314,18 @@ class _Job:
             tree.save(tmp)
         packed = [read_json(os.path.join(self.work, 'packed', f'{leaf}.json')) for leaf in range(tree.sizes[-1])]
         levels = node_records(tree, counts, packed, options.levels, fitted_sizes)
-        inputs = [stats for info in infos for stats in info['inputs']]
-        reasons: dict[str, int] = {}
-        for info in infos:
-            for kind, n in info['reasons'].items():
-                reasons[kind] = reasons.get(kind, 0) + n
+        reasons = merged_reasons(record.reasons for record in records)
         self._join_logs(REJECTS_FILE)
         decontamination = None
         if self.eval_set:
             self._join_logs(decontam.EXCLUDED_FILE)
-            decontamination = decontam.record(self.eval_set, [info['decontamination'] for info in infos])
-        samples = sum(p['samples'] for p in packed)
+            decontamination = decontam.record(self.eval_set, [record.decontamination for record in records])
         windows = int(self.window_counts.sum())
-        totals = {
-            'documents_read': sum(s['documents'] for s in inputs),
-            'documents_indexed': sum(s['indexed'] for s in inputs),
-            'documents_rejected': sum(s['rejected'] for s in inputs),
-            'documents_excluded': sum(s['excluded'] for s in inputs),
+        totals = part_totals(records, packed, self.seq_len) | {
             'windows_excluded': decontamination['windows_excluded'] if decontamination else 0,
             'tokens_excluded': decontamination['tokens_excluded'] if decontamination else 0,
-            'windows': windows, 'tokens': sum(info['tokens'] for info in infos), 'eos_tokens': windows,
-            'pad_tokens': sum(p['pad_tokens'] for p in packed), 'samples': samples,
-            'sample_tokens': samples * self.seq_len, 'input_bytes': sum(s['bytes'] for s in inputs),
             'duplicate_documents': count_duplicates(np.concatenate(
-                [np.load(os.path.join(self.part_dir(p), 'hashes.npy')) for p in range(len(self.parts))])),
+                [np.load(os.path.join(self.part_dir(p), HASHES_FILE)) for p in range(self.num_parts)])),
         }
         if totals['duplicate_documents']:
             log.warning('%d indexed document(s) repeat an earlier one exactly: kept, and counted in the manifest '
@@ -461,7 +333,7 @@ class _Job:
                         totals['duplicate_documents'])
         if totals['documents_rejected']:
             log.warning('%d record(s) skipped %s; each is listed with file, line and reason in %s',
-                        totals['documents_rejected'], dict(sorted(reasons.items())), REJECTS_FILE)
+                        totals['documents_rejected'], reasons, REJECTS_FILE)
         pad, sample_tokens = totals['pad_tokens'], totals['sample_tokens']
         if pad > PAD_WARN_SHARE * sample_tokens:
             enough = max(1, (totals['tokens'] + windows) // (10 * self.seq_len))  # ~10 samples per leaf
@@ -479,8 +351,9 @@ class _Job:
         return {
             'format_version': FORMAT_VERSION, 'options': options_record, 'tree': {'levels': levels},
             'totals': totals, 'rejects': {'file': REJECTS_FILE, 'count': totals['documents_rejected'],
-                                          'by_reason': dict(sorted(reasons.items()))},
-            'inputs': inputs, 'skipped_files': self.skipped, 'decontamination': decontamination,
+                                          'by_reason': reasons},
+            'inputs': [stats for record in records for stats in record.inputs], 'skipped_files': self.skipped,
+            'decontamination': decontamination,
             'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed,
                       'parts_read_by_rank': self.parts_read_by_rank.tolist()},
         }
@@ -488,6 +361,6 @@ class _Job:
     def _join_logs(self, name: str) -> None:
         """The parts' logs called `name`, in input order, as one file of the index."""
         with replacing(os.path.join(self.staging, name)) as tmp, open(tmp, 'wb') as joined:
-            for part in range(len(self.parts)):
+            for part in range(self.num_parts):
                 with open(os.path.join(self.part_dir(part), name), 'rb') as handle:
                     shutil.copyfileobj(handle, joined)

@@ -8,19 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cis_stream.text.decontam import DEFAULT_NGRAM
 from cis_stream.text.readers import MAX_DOC_BYTES
-
-# Words in a run shared with an eval document that drops a window (decontam.py; GPT-3 and Llama use 13).
-DEFAULT_NGRAM = 13
-
-
-def check_levels(levels: list[int]) -> None:
-    if not levels or any(n < 1 for n in levels):
-        raise ValueError(f'--levels {levels}: give positive cluster counts, e.g. 16,256')
-    for upper, lower in zip(levels, levels[1:]):
-        if lower % upper or lower <= upper:
-            raise ValueError(f'--levels {levels}: each level must be a larger multiple of the one above '
-                             f'({lower} is not a multiple of {upper} greater than it)')
+from cis_stream.tree import check_levels
 
 
 @dataclass

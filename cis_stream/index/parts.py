@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
 from cis_stream.embedders import EMBED_BATCH
 from cis_stream.embedders.base import Embedder
-from cis_stream.format.files import replacing, write_json
+from cis_stream.format.files import read_json, replacing, write_json
 from cis_stream.format.layout import REJECTS_FILE
 from cis_stream.index.options import IndexOptions
 from cis_stream.index.spool import WindowSpool
@@ -24,23 +26,57 @@ from cis_stream.tree import Tree
 # Documents tokenised together (one tokenizer.encode_batch call): up to this many, and up to this
 # much text, so that memory is set by the batch and not by how long the documents happen to be.
 READ_BATCH_DOCS = 256
-
-
 READ_BATCH_CHARS = 2_000_000
-
-
 # Windows assigned down the tree per call.
 ASSIGN_BATCH = 65536
-
-
 # Parts (the unit of work and of resumption): about 1/64 of the corpus, within these bounds.
 PARTS_WANTED = 64
-
-
 PART_MIN_BYTES = 1 << 20
-
-
 PART_MAX_BYTES = 64 << 20
+# What each stage leaves in a part's directory; its presence marks the stage done.
+READ_RECORD, EMBEDDINGS_FILE, NODES_FILE, HASHES_FILE = 'read.json', 'embeddings.npy', 'nodes.npy', 'hashes.npy'
+
+
+@dataclass
+class PartRecord:
+    """What reading one part found (its READ_RECORD): per-input counts, reject reasons, windows, tokens,
+    and the decontamination screen's counts."""
+    inputs: list[dict]
+    reasons: dict[str, int]
+    windows: int
+    tokens: int
+    decontamination: dict | None = None
+
+    @classmethod
+    def load(cls, directory: str) -> PartRecord:
+        return cls(**read_json(os.path.join(directory, READ_RECORD)))
+
+    def save(self, directory: str) -> None:
+        write_json(os.path.join(directory, READ_RECORD), dataclasses.asdict(self))
+
+
+def merged_reasons(counts) -> dict[str, int]:
+    """Counts by reject reason, added up over several records, sorted by reason."""
+    total: dict[str, int] = {}
+    for by_reason in counts:
+        for kind, n in by_reason.items():
+            total[kind] = total.get(kind, 0) + n
+    return dict(sorted(total.items()))
+
+
+def part_totals(records: list[PartRecord], packed: list[dict], seq_len: int) -> dict[str, int]:
+    """The manifest totals that read parts and packed leaves add up to: the same sums for a build and
+    for what an `add` adds to its index."""
+    inputs = [stats for record in records for stats in record.inputs]
+    windows = sum(record.windows for record in records)
+    samples = sum(result['samples'] for result in packed)
+    return {'documents_read': sum(s['documents'] for s in inputs),
+            'documents_indexed': sum(s['indexed'] for s in inputs),
+            'documents_rejected': sum(s['rejected'] for s in inputs),
+            'documents_excluded': sum(s['excluded'] for s in inputs),
+            'windows': windows, 'eos_tokens': windows, 'tokens': sum(record.tokens for record in records),
+            'pad_tokens': sum(result['pad_tokens'] for result in packed), 'samples': samples,
+            'sample_tokens': samples * seq_len, 'input_bytes': sum(s['bytes'] for s in inputs)}
 
 
 def plan_parts(sizes: list[int], part_bytes: int | None = None) -> list[list[int]]:
@@ -60,7 +96,7 @@ def plan_parts(sizes: list[int], part_bytes: int | None = None) -> list[list[int
 
 
 def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer: TokenizerHandle,
-              strict: bool, eval_set: decontam.EvalSet | None = None) -> dict:
+              strict: bool, eval_set: decontam.EvalSet | None = None) -> PartRecord:
     """Read and tokenise one part's files into a spool; returns (and records) its bookkeeping.
 
     With an `eval_set`, documents and windows overlapping it are dropped (decontam.py).
@@ -113,18 +149,18 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
     if batch:
         flush()
     spool.close()
-    np.save(os.path.join(directory, 'hashes.npy'),
+    np.save(os.path.join(directory, HASHES_FILE),
             np.frombuffer(hashes, np.uint64) if hashes else np.zeros(0, np.uint64))
-    info = {'inputs': list(inputs.values()), 'reasons': reasons, 'windows': spool.count,
-            'tokens': int(spool.lengths.sum()), 'decontamination': screen.close() if screen else None}
-    write_json(os.path.join(directory, 'read.json'), info)
-    return info
+    record = PartRecord(list(inputs.values()), reasons, spool.count, int(spool.lengths.sum()),
+                        screen.close() if screen else None)
+    record.save(directory)
+    return record
 
 
 def embed_part(directory: str, embedder: Embedder) -> None:
     """Embed every window of a part into `embeddings.npy` (renamed into place when complete)."""
     spool = WindowSpool.open(directory)
-    with replacing(os.path.join(directory, 'embeddings.npy')) as tmp:
+    with replacing(os.path.join(directory, EMBEDDINGS_FILE)) as tmp:
         vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
         for start in range(0, spool.count, EMBED_BATCH):
             rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
@@ -135,12 +171,12 @@ def embed_part(directory: str, embedder: Embedder) -> None:
 
 def assign_part(directory: str, tree: Tree) -> None:
     """Node ids at every level (of the unpruned tree) for each window of a part: `nodes.npy`."""
-    vectors = np.load(os.path.join(directory, 'embeddings.npy'), mmap_mode='r')
+    vectors = np.load(os.path.join(directory, EMBEDDINGS_FILE), mmap_mode='r')
     nodes = np.empty((len(vectors), len(tree.centroids)), dtype=np.int64)
     for start in range(0, len(vectors), ASSIGN_BATCH):
         stop = min(start + ASSIGN_BATCH, len(vectors))
         nodes[start:stop] = tree.assign(np.asarray(vectors[start:stop]))
-    with replacing(os.path.join(directory, 'nodes.npy')) as tmp:
+    with replacing(os.path.join(directory, NODES_FILE)) as tmp:
         np.save(tmp, nodes)
 
 

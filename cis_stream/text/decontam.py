@@ -30,9 +30,11 @@ from typing import Callable
 import numpy as np
 
 from cis_stream.format.files import sha256_file
-from cis_stream.index.options import DEFAULT_NGRAM
 from cis_stream.text.readers import Document, InputError, expand_inputs, read_documents
 from cis_stream.text.tokens import Windows
+
+# Words in a run shared with an eval document that drops a window (GPT-3 and Llama use 13).
+DEFAULT_NGRAM = 13
 
 log = logging.getLogger(__name__)
 
