@@ -1,7 +1,8 @@
 """Session fixtures for the indexer tests: real text written at test time, indexes built once.
 
-The text is the 10,033 real Wikipedia summaries that `cis_stream.corpora.load_wiki_summaries()`
-reads out of an installed package; nothing is committed and nothing is fetched.
+The text is the 10,033 real Wikipedia summaries that `cis_stream.demo.corpora.load_wiki_summaries()`
+reads out of an installed package; nothing is committed and nothing is fetched. What test modules
+share besides fixtures (constants, file writers, checks) is in tests/helpers.py.
 
 Streaming keeps state in shared memory: run these tests serially (never under xdist), with a
 TMPDIR of their own (`make test` does both), and never call clean_stale_shared_memory().
@@ -9,13 +10,8 @@ TMPDIR of their own (`make test` does both), and never call clean_stale_shared_m
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import json
 import os
-import sys
 import tempfile
-from dataclasses import dataclass, field
 
 # Nothing may come from a model hub at run time: set before anything imports huggingface_hub.
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -27,35 +23,23 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import numpy as np
 import pytest
-import zstandard
 
-# tests/ on sys.path, so helper modules here import by name (e.g. 'helper_embedders:VocabEmbedder').
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from tests.helpers import (
+    PLANTED_BAD_LINES,
+    SMALL_DOCS,
+    SMALL_OPTIONS,
+    SMALL_TOPIC,
+    WIKI_LEVELS,
+    WIKI_PER_TOPIC,
+    WIKI_TOPICS,
+    WIKI_WINDOW,
+    Corpus,
+    json_line,
+    write_lines,
+)
 
 # Fixtures of the mixture, dataset and training tests (one topic as the specialist domain).
-pytest_plugins = ['fixtures_mixture']
-
-# Five clearly different topics of the wiki summaries; at most this many documents each.
-WIKI_TOPICS = ('Mathematics', 'Biology and health sciences', 'Geography', 'Arts', 'Technology')
-WIKI_PER_TOPIC = 600
-WIKI_LEVELS = [5, 20]
-WIKI_WINDOW = 128
-# The small corpus comes from a topic not in the wiki index, so it is also "new text" for it.
-SMALL_TOPIC = 'History'
-SMALL_DOCS = 300
-
-# Bad lines planted in the first wiki file: (raw bytes of the line, expected start of the reason).
-PLANTED_BAD_LINES = [
-    (b'{"text": "an unterminated string\n', 'malformed JSON'),
-    (b'{"text": "bad bytes \xff\xfe here"}\n', 'invalid UTF-8'),
-    (b'{"body": "no text field here"}\n', "missing text field 'text'"),
-    (b'{"text": 42}\n', "text field 'text' is int, not a string"),
-    (b'{"text": "   "}\n', 'empty document'),
-    (b'\n', 'empty line'),
-    (b'["a", "JSON", "array"]\n', 'expected a JSON object per line, got list'),
-]
+pytest_plugins = ['tests.fixtures_mixture']
 
 
 def pytest_configure(config):
@@ -63,47 +47,6 @@ def pytest_configure(config):
     if not os.environ.get('TMPDIR'):
         os.environ['TMPDIR'] = tempfile.mkdtemp(prefix='cis-test.', dir='/tmp')
         tempfile.tempdir = None  # forget the cached default, so tmp_path lands in the new TMPDIR
-
-
-@dataclass
-class Corpus:
-    """Files written for a test session, and what an index of them must contain."""
-    root: str
-    files: list[str]
-    # Good documents in index order (files sorted by path, then line): text, topic, file, line.
-    docs: list[dict]
-    # Planted rejects: {'file', 'line', 'reason'} (reason = the expected start of the message).
-    rejects: list[dict] = field(default_factory=list)
-
-    @property
-    def texts(self) -> list[str]:
-        return [d['text'] for d in self.docs]
-
-    @property
-    def topics(self) -> np.ndarray:
-        return np.asarray([d['topic'] for d in self.docs])
-
-    def per_file(self, path: str) -> dict:
-        indexed = sum(d['file'] == path for d in self.docs)
-        rejected = sum(r['file'] == path for r in self.rejects)
-        return {'documents': indexed + rejected, 'indexed': indexed, 'rejected': rejected}
-
-
-def json_line(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False) + '\n').encode('utf-8')
-
-
-def write_lines(path: str, lines: list[bytes]) -> None:
-    """Write raw lines as plain, gzip, zstd or bzip2 according to the suffix (any case)."""
-    data = b''.join(lines)
-    if path.lower().endswith('.gz'):
-        data = gzip.compress(data, mtime=0)
-    elif path.lower().endswith('.zst'):
-        data = zstandard.ZstdCompressor(level=3).compress(data)
-    elif path.lower().endswith('.bz2'):
-        data = bz2.compress(data)
-    with open(path, 'wb') as handle:
-        handle.write(data)
 
 
 @pytest.fixture(scope='session')
@@ -175,11 +118,6 @@ def small_corpus(tmp_path_factory, wiki_records) -> Corpus:
     return Corpus(root, [path], docs)
 
 
-# Options of the cheap builds: a 32-dim lsi, 64-token windows packed into 96-token samples.
-SMALL_OPTIONS = dict(embedder='lsi', embedder_config={'dim': 32}, levels=[2, 4], window=64, seq_len=96,
-                     seed=0, progress=False)
-
-
 @pytest.fixture(scope='session')
 def small_index(tmp_path_factory, small_corpus):
     from cis_stream.index.job import build_index
@@ -191,22 +129,3 @@ def small_index(tmp_path_factory, small_corpus):
 def out_dir(tmp_path) -> str:
     """A not-yet-existing index path under this test's tmp_path (inside the session's TMPDIR)."""
     return str(tmp_path / 'out' / 'index')
-
-
-def fuzz_texts(count: int, extra_pieces: tuple[str, ...] = ()) -> list[str]:
-    """Seeded random strings over scripts, emoji, digits, punctuation and whitespace runs."""
-    rng = np.random.default_rng(0)
-    ranges = [(0x20, 0x7e), (0xa0, 0x17f), (0x370, 0x3ff), (0x400, 0x4ff), (0x600, 0x6ff), (0x900, 0x97f),
-              (0x3040, 0x30ff), (0x4e00, 0x4fff), (0xac00, 0xad00), (0x1f300, 0x1f64f), (0x300, 0x36f)]
-    pieces = [' ', '  ', '\n', '\n\n', '\t', " '", "'s", "'ll", '123', ' 4.5', '...', '--', *extra_pieces]
-    texts = []
-    for _ in range(count):
-        chars = []
-        for _ in range(rng.integers(1, 80)):
-            if rng.random() < 0.3:
-                chars.append(pieces[rng.integers(len(pieces))])
-            else:
-                low, high = ranges[rng.integers(len(ranges))]
-                chars.append(chr(rng.integers(low, high + 1)))
-        texts.append(''.join(chars))
-    return texts

@@ -10,15 +10,13 @@ from cis_stream.index.job import build_index
 from cis_stream.text.readers import read_documents
 from cis_stream.text.tokens import train_bpe_tokenizer
 from cis_stream.weights import compute_weights, write_weights
-
-TOPIC = 'Biology and health sciences'
-OTHER_TOPIC = 'Mathematics'
+from tests.helpers import MIX_OTHER_TOPIC, MIX_TOPIC
 
 
 @pytest.fixture(scope='session')
 def split_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp('wiki_split')
-    make_wiki_split(str(out), topic=TOPIC, seed=0)
+    make_wiki_split(str(out), topic=MIX_TOPIC, seed=0)
     return out
 
 
@@ -27,7 +25,7 @@ def other_topic_file(split_dir):
     """A second specialist set (another topic's pool articles) for multi-task mixtures."""
     path = split_dir / 'other_topic.jsonl'
     with open(split_dir / 'pool.jsonl', encoding='utf-8') as src, open(path, 'w', encoding='utf-8') as dst:
-        kept = [line for line in src if json.loads(line)['topic'] == OTHER_TOPIC][:150]
+        kept = [line for line in src if json.loads(line)['topic'] == MIX_OTHER_TOPIC][:150]
         dst.writelines(kept)
     return path
 

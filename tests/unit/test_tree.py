@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cis_stream.tree import check_levels
-from cis_stream.tree import Tree, fit_tree
+from cis_stream.tree import Tree, check_levels, fit_tree
 
 
 def blobs(k: int, per_blob: int = 150, dim: int = 16, seed: int = 0, radius: float = 10.0,

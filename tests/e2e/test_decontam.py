@@ -8,23 +8,17 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
-from conftest import SMALL_OPTIONS, json_line, write_lines
-from test_index import leftovers, read_leaves
 
 from cis_stream import cli
 from cis_stream.index.job import build_index
 from cis_stream.report.summary import index_summary as summary
-from cis_stream.text.decontam import _WordHasher, document_digest, ngram_hashes
 from cis_stream.text.readers import InputError
 from cis_stream.text.tokens import load_tokenizer, make_windows
+from tests.helpers import SMALL_OPTIONS, WORD, indexed_words, json_line, leftovers, read_leaves, words_of, write_lines
 
-WORD = re.compile(r'\w+')
 WINDOW = SMALL_OPTIONS['window']
 # Pool lines (1-based) that receive each plant.
 EXACT_LINES = (4, 151)      # exact copies of eval documents (the second with case, spacing, NFKC changes)
@@ -142,61 +136,6 @@ def plain(planted, tmp_path_factory):
 def excluded_log(index) -> dict[int, dict]:
     with open(os.path.join(index.root, 'excluded.jsonl'), encoding='utf-8') as handle:
         return {entry['line']: entry for entry in map(json.loads, handle)}
-
-
-def indexed_words(index) -> str:
-    """Every published sample decoded and reduced to ' word word ... ' (EOS splits windows apart)."""
-    parts = []
-    for _, samples in read_leaves(index).values():
-        ids = np.concatenate(samples).astype(np.int64)
-        eos = ids == index.tokenizer.eos_id
-        for piece in np.split(ids, np.flatnonzero(eos)):
-            piece = piece[piece != index.tokenizer.eos_id]
-            parts.append(' '.join(WORD.findall(index.tokenizer.tokenizer.decode(piece.tolist()).lower())))
-    return ' | '.join(parts)
-
-
-def words_of(text: str) -> str:
-    return ' '.join(WORD.findall(text.lower()))
-
-
-# Units ---------------------------------------------------------------------------------------------
-
-def test_document_digest_ignores_case_spacing_and_compatibility_forms(wiki_records):
-    text = wiki_records[0]['text']
-    assert document_digest(text) == document_digest('\n ' + text.upper().replace(' ', '\t  '))
-    assert document_digest('The ﬁrst ＡＢＣ') == document_digest('the first abc')
-    assert document_digest(text) != document_digest(text + ' Extra.')
-
-
-def test_ngram_hashes_stay_inside_documents():
-    hasher = _WordHasher()
-    a, b = [f'alpha{i}' for i in range(10)], [f'beta{i}' for i in range(10)]
-    apart, _ = ngram_hashes(hasher(a + b), np.asarray([10, 10]), 5)
-    together, starts = ngram_hashes(hasher(a + b), np.asarray([20]), 5)
-    assert len(apart) == 2 * 6 and len(together) == 16 and starts.tolist() == list(range(16))
-    assert set(apart.tolist()) < set(together.tolist())
-    # A zero-word document in the middle changes nothing; runs shorter than n give none.
-    gapped, _ = ngram_hashes(hasher(a + b), np.asarray([10, 0, 10]), 5)
-    assert np.array_equal(gapped, apart)
-    assert len(ngram_hashes(hasher(a[:4]), np.asarray([4]), 5)[0]) == 0
-    # Word order matters.
-    assert ngram_hashes(hasher(a[:5]), np.asarray([5]), 5)[0][0] != ngram_hashes(hasher(a[4::-1]), np.asarray([5]), 5)[0][0]
-
-
-def test_ngram_hashes_are_the_same_in_another_process(wiki_records):
-    """Python's hash() of strings changes per process; ours must not (eval sets built elsewhere)."""
-    text = wiki_records[1]['text']
-    code = ('import sys, numpy as np, re; from cis_stream.decontam import _WordHasher, ngram_hashes; '
-            'w = re.findall(r"\\w+", sys.stdin.read()); '
-            'print(ngram_hashes(_WordHasher()(w), np.asarray([len(w)]), 13)[0].tolist())')
-    words = WORD.findall(text)
-    here = ngram_hashes(_WordHasher()(words), np.asarray([len(words)]), 13)[0].tolist()
-    assert len(here) == len(words) - 12 > 0
-    for seed in ('1', '2'):
-        result = subprocess.run([sys.executable, '-c', code], input=text, capture_output=True, text=True,
-                                env={**os.environ, 'PYTHONHASHSEED': seed}, check=True)
-        assert json.loads(result.stdout) == here
 
 
 # The planted pool ---------------------------------------------------------------------------------

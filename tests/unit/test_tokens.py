@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 
-import cis_stream.tokens as tokens
 import numpy as np
 import pytest
-from conftest import fuzz_texts
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+import cis_stream.text.tokens as tokens
 from cis_stream.text.tokens import load_tokenizer, make_windows, tokenizer_from_json
+from tests.helpers import fuzz_texts
 
 
 @pytest.fixture(scope='module')
@@ -96,7 +96,8 @@ def test_window_texts_retokenize_to_their_ids(gpt2, long_text):
     kept = windows.select(keep)
     assert kept.texts == [t for t, k in zip(windows.texts, keep) if k]
     assert all(np.array_equal(window_ids(kept, j), window_ids(windows, i)) for j, i in enumerate(np.flatnonzero(keep)))
-    assert np.array_equal(kept.char_spans, windows.char_spans[keep]) and np.array_equal(kept.doc_index, windows.doc_index[keep])
+    assert np.array_equal(kept.char_spans, windows.char_spans[keep])
+    assert np.array_equal(kept.doc_index, windows.doc_index[keep])
 
 
 @pytest.mark.parametrize('piece_chars', [97, 200, 1000])

@@ -12,10 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SMALL_OPTIONS, json_line, write_lines
 from streaming import StreamingDataset
-from test_decontam import indexed_words, words_of
-from test_index import read_leaves
 
 from cis_stream import cli
 from cis_stream.dataset import ClusteredImportanceDataset
@@ -31,6 +28,7 @@ from cis_stream.report.summary import inspection_summary as summary
 from cis_stream.text.readers import InputError
 from cis_stream.text.tokens import make_windows
 from cis_stream.weights import WeightOptions, compute_weights, write_weights
+from tests.helpers import SMALL_OPTIONS, indexed_words, json_line, read_leaves, words_of, write_lines
 
 NEW_TOPIC = 'Geography'
 

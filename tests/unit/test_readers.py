@@ -9,9 +9,9 @@ import random
 
 import pytest
 import zstandard
-from conftest import PLANTED_BAD_LINES, json_line, write_lines
 
 from cis_stream.text.readers import Document, InputError, Reject, expand_inputs, find_inputs, read_documents, read_file
+from tests.helpers import PLANTED_BAD_LINES, json_line, write_lines
 
 SUFFIXES = ['.jsonl', '.jsonl.gz', '.jsonl.zst', '.jsonl.bz2']
 
@@ -41,7 +41,8 @@ def test_custom_text_field(tmp_path):
     docs, rejects = split(list(read_file(path, text_field='body')))
     assert [d.text for d in docs] == ['the body']
     assert [r.line for r in rejects] == [2]
-    assert rejects[0].reason.startswith("missing text field 'body': the record has 'text'; choose one with --text-field")
+    assert rejects[0].reason.startswith("missing text field 'body': the record has 'text'; "
+                                        "choose one with --text-field")
 
 
 def test_txt_file_is_one_document(tmp_path):
@@ -138,7 +139,7 @@ def test_truncated_compressed_file_yields_good_lines_then_one_reject(tmp_path, s
     docs, rejects = split(records)
     # The good lines: a prefix of the file, each exactly as written.
     assert [d.line for d in docs] == list(range(1, len(docs) + 1))
-    assert [d.text for d in docs] == [json.loads(l)['text'] for l in raw_lines[:len(docs)]]
+    assert [d.text for d in docs] == [json.loads(raw)['text'] for raw in raw_lines[:len(docs)]]
     assert len(docs) < lines
     # Then exactly one reject, last, at the line where reading stopped, saying the data is cut.
     # (A truncated file must never vanish silently, nor pass its cut line off as bad JSON.)

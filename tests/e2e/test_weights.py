@@ -8,42 +8,9 @@ import numpy as np
 import pytest
 
 from cis_stream import cli
-from cis_stream.format.reader import CISIndex
 from cis_stream.report.summary import weights_summary as summary
-from cis_stream.tree import Tree
-from cis_stream.weights import (
-    WeightOptions,
-    choose_level,
-    compute_weights,
-    parse_task,
-    read_weights,
-    spread_to_leaves,
-    write_weights,
-)
-
-
-@pytest.fixture
-def known_tree_index(tmp_path):
-    """Two top clusters with two leaves each; leaf samples 10, 30 | 20, 20."""
-    tree = Tree([np.eye(2, dtype=np.float32), np.eye(4, 2, dtype=np.float32)],
-                [np.array([-1, -1]), np.array([0, 0, 1, 1])])
-    tree.save(str(tmp_path / 'tree.npz'))
-    samples = [10, 30, 20, 20]
-    manifest = {'fingerprint': 'f' * 64, 'options': {'seq_len': 8}, 'tree': {'levels': [
-        {'nodes': [{'windows': 40, 'samples': 40}, {'windows': 40, 'samples': 40}]},
-        {'nodes': [{'windows': s, 'samples': s} for s in samples]}]}}
-    return CISIndex(str(tmp_path), manifest)
-
-
-def test_spread_to_leaves_follows_generalist_sample_counts(known_tree_index):
-    leaves = spread_to_leaves(known_tree_index, 0, np.array([0.8, 0.2]))
-    assert leaves.tolist() == pytest.approx([0.2, 0.6, 0.1, 0.1])
-
-
-def test_level_rule_picks_the_deepest_level_with_enough_windows_per_cluster(known_tree_index):
-    spread_over_all_leaves = np.array([[i % 2, i % 4] for i in range(40)])  # 10 per leaf
-    assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=10) == 1
-    assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=11) == 0
+from cis_stream.weights import WeightOptions, compute_weights, parse_task, read_weights, write_weights
+from tests.helpers import MIX_TOPIC
 
 
 @pytest.fixture(scope='module')
@@ -95,10 +62,9 @@ def test_weights_file_records_what_it_was_made_from(mix_weights, mix_index, spli
 def test_cis_mass_lands_on_the_clusters_that_hold_the_specialist_topic(mix_weights, mix_index, pool_placement,
                                                                        pool_topics):
     """Measured against topic labels: the share of the topic in what CIS would draw."""
-    from fixtures_mixture import TOPIC
     weights = read_weights(mix_weights, mix_index)
     leaves = pool_placement.nodes[:, -1]
-    is_topic = np.array([pool_topics[d] == TOPIC for d in pool_placement.doc_index])
+    is_topic = np.array([pool_topics[d] == MIX_TOPIC for d in pool_placement.doc_index])
     windows = np.bincount(leaves, minlength=mix_index.num_leaves)
     topic_share = np.bincount(leaves, weights=is_topic, minlength=mix_index.num_leaves) / np.maximum(windows, 1)
     cis_share = float(np.dot(weights['leaf_proportions'], topic_share))

@@ -12,14 +12,13 @@ import sys
 import time
 
 import pytest
-from conftest import SMALL_OPTIONS, TESTS_DIR, json_line, write_lines
-from test_index import leftovers, snapshot
 
 from cis_stream.format.layout import staging_dir
 from cis_stream.format.publish import BuildLockedError, lock_staging
 from cis_stream.index.job import build_index
 from cis_stream.report.summary import index_summary as summary
 from cis_stream.text.readers import InputError
+from tests.helpers import REPO_ROOT, SMALL_OPTIONS, json_line, leftovers, snapshot, write_lines
 
 BIN = os.path.dirname(sys.executable)
 
@@ -97,7 +96,7 @@ print(built.fingerprint)
 def start_gated(go: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-c', GATED_BUILD, go, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'},
-                            cwd=TESTS_DIR)
+                            cwd=REPO_ROOT)
 
 
 def wait_for_staging(process: subprocess.Popen, out: str) -> None:

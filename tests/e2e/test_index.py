@@ -10,8 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SMALL_OPTIONS, WIKI_LEVELS, WIKI_WINDOW, Corpus, json_line, write_lines
-from streaming import StreamingDataset
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import cis_stream.index.job as job_module
@@ -22,6 +20,21 @@ from cis_stream.index.job import build_index
 from cis_stream.report.summary import index_summary as summary
 from cis_stream.text.readers import InputError
 from cis_stream.text.tokens import load_tokenizer, make_windows
+from tests.helpers import (
+    SMALL_OPTIONS,
+    WIKI_LEVELS,
+    WIKI_WINDOW,
+    Corpus,
+    VocabEmbedder,
+    assert_totals_reconcile,
+    json_line,
+    leftovers,
+    purity,
+    read_leaves,
+    snapshot,
+    window_tokens,
+    write_lines,
+)
 
 PUBLISHED = ['cis_index.json', 'clusters', 'embedder', 'leaf_indexes.json.zst', 'rejects.jsonl', 'tokenizer.json',
              'tree.npz']
@@ -29,44 +42,6 @@ WIKI_BUILD = dict(embedder='lsi', levels=WIKI_LEVELS, window=WIKI_WINDOW, progre
 
 
 # Helpers ------------------------------------------------------------------------------------------
-
-def leftovers(out: str) -> list[str]:
-    """Temporary siblings (`<out>.building-*`, `<out>.replaced-*`) a build may leave next to `out`."""
-    parent, name = os.path.split(os.path.abspath(out))
-    return sorted(n for n in os.listdir(parent) if n.startswith(name + '.')) if os.path.isdir(parent) else []
-
-
-def snapshot(root: str) -> dict[str, bytes]:
-    """Every file under `root` (relative path → bytes)."""
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, 'rb') as handle:
-                files[os.path.relpath(path, root)] = handle.read()
-    return files
-
-
-def read_leaves(index: CISIndex) -> dict[int, tuple[int, list[np.ndarray]]]:
-    """Every leaf through Streaming: leaf → (len(dataset), its samples in order)."""
-    leaves = {}
-    for leaf, path in enumerate(index.leaf_paths):
-        dataset = StreamingDataset(local=path, batch_size=1)
-        leaves[leaf] = (len(dataset), [dataset[i]['tokens'] for i in range(dataset.num_samples)])
-        del dataset
-    return leaves
-
-
-def window_tokens(index: CISIndex, texts: list[str]) -> list[np.ndarray]:
-    windows = make_windows(index.tokenizer, texts, index.manifest['options']['window'])
-    return [windows.tokens[s:s + n] for s, n in zip(windows.starts, windows.lengths)]
-
-
-def purity(clusters: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of items whose cluster's majority label is their own."""
-    return sum(collections.Counter(labels[clusters == c].tolist()).most_common(1)[0][1]
-               for c in np.unique(clusters)) / len(labels)
-
 
 def assert_place_reproduces_counts(index: CISIndex, texts: list[str]):
     """The index's own parts put its own documents exactly where the indexer put them."""
@@ -97,55 +72,6 @@ def assert_leaves_hold_their_windows(index: CISIndex, leaves: dict, texts: list[
         parts.append(np.full(pad[leaf], eos))
         expected = np.concatenate(parts).astype(np.int64)
         assert np.array_equal(np.concatenate(leaf_samples).astype(np.int64), expected), f'leaf {leaf}'
-
-
-def assert_totals_reconcile(index: CISIndex, corpus: Corpus):
-    m = index.manifest
-    t = m['totals']
-    seq_len, window = m['options']['seq_len'], m['options']['window']
-    # Documents: every one read is indexed or rejected, per file and in total.
-    assert t['documents_read'] == t['documents_indexed'] + t['documents_rejected']
-    assert t['documents_indexed'] == len(corpus.docs)
-    assert t['documents_rejected'] == len(corpus.rejects)
-    assert [s['path'] for s in m['inputs']] == corpus.files
-    for stats in m['inputs']:
-        assert {k: stats[k] for k in ('documents', 'indexed', 'rejected')} == corpus.per_file(stats['path'])
-        assert stats['bytes'] == os.path.getsize(stats['path'])
-    for key, total in [('documents', 'documents_read'), ('indexed', 'documents_indexed'),
-                       ('rejected', 'documents_rejected'), ('bytes', 'input_bytes')]:
-        assert sum(s[key] for s in m['inputs']) == t[total], key
-    assert m['rejects']['count'] == t['documents_rejected'] == sum(m['rejects']['by_reason'].values())
-    with open(os.path.join(index.root, 'rejects.jsonl'), encoding='utf-8') as handle:
-        assert sum(1 for _ in handle) == t['documents_rejected']
-    # Windows and tokens: as the tokenizer cuts the indexed documents.
-    lengths = [len(w) for w in window_tokens(index, corpus.texts)]
-    assert t['windows'] == len(lengths) and t['tokens'] == sum(lengths)
-    assert t['eos_tokens'] == t['windows']
-    assert t['sample_tokens'] == t['samples'] * seq_len == t['tokens'] + t['eos_tokens'] + t['pad_tokens']
-    # Per-node counts sum to the totals at every level, and each parent holds its children.
-    levels = m['tree']['levels']
-    for level, info in enumerate(levels):
-        nodes = info['nodes']
-        for key in ('windows', 'tokens', 'samples', 'pad_tokens'):
-            assert sum(n[key] for n in nodes) == t[key], (level, key)
-        assert sum(n['documents'] for n in nodes) >= t['documents_indexed']
-        for n in nodes:
-            assert 0 < n['documents'] <= n['windows'] and n['samples'] > 0, 'no empty node is published'
-            assert n['tokens'] <= n['windows'] * window
-        if level == 0:
-            assert all(n['parent'] == -1 for n in nodes)
-            continue
-        for parent, above in enumerate(levels[level - 1]['nodes']):
-            kids = [n for n in nodes if n['parent'] == parent]
-            assert kids, 'every parent keeps a child'
-            for key in ('windows', 'tokens', 'samples', 'pad_tokens'):
-                assert sum(n[key] for n in kids) == above[key], (level, parent, key)
-            assert sum(n['documents'] for n in kids) >= above['documents']
-    # Each leaf: its windows EOS-joined, rounded up to whole samples with pad.
-    for n in levels[-1]['nodes']:
-        used = n['tokens'] + n['windows']
-        assert n['samples'] == -(-used // seq_len) and n['pad_tokens'] == n['samples'] * seq_len - used
-        assert 0 <= n['pad_tokens'] < seq_len
 
 
 def word_level_tokenizer(path: str, texts: list[str], first_id: int) -> str:
@@ -294,8 +220,8 @@ def test_place_nothing(wiki_index):
 def test_same_inputs_and_seed_give_an_identical_index(wiki_index, wiki_corpus, tmp_path):
     again = build_index([wiki_corpus.root], str(tmp_path / 'again'), seed=0, **WIKI_BUILD)
     assert again.fingerprint == wiki_index.fingerprint
-    drop = lambda m: {k: v for k, v in m.items() if k != 'timings'}
-    assert drop(again.manifest) == drop(wiki_index.manifest)
+    without_timings = [{k: v for k, v in m.items() if k != 'timings'} for m in (again.manifest, wiki_index.manifest)]
+    assert without_timings[0] == without_timings[1]
     files = snapshot(again.root)
     assert any(name.endswith('.mds.zstd') for name in files)
     original = snapshot(wiki_index.root)  # may also hold shards Streaming decompressed on reading
@@ -511,10 +437,8 @@ def test_minilm_embedder_works_offline(wiki_records, tmp_path, out_dir):
 
 
 def test_custom_embedder_class_builds_and_reloads(small_corpus, out_dir):
-    import helper_embedders
-    from helper_embedders import VocabEmbedder
     fits, loads = VocabEmbedder.fit_calls, len(VocabEmbedder.loaded_from)
-    name = 'helper_embedders:VocabEmbedder'
+    name = 'tests.helpers:VocabEmbedder'
     index = build_index([small_corpus.root], out_dir, **{**SMALL_OPTIONS, 'embedder': name,
                                                          'embedder_config': {'n_words': 40}})
     assert VocabEmbedder.fit_calls == fits + 1
@@ -524,7 +448,7 @@ def test_custom_embedder_class_builds_and_reloads(small_corpus, out_dir):
 
     reopened = CISIndex.open(out_dir)
     embedder = reopened.embedder
-    assert isinstance(embedder, helper_embedders.VocabEmbedder) and embedder.dim == 41
+    assert isinstance(embedder, VocabEmbedder) and embedder.dim == 41
     assert VocabEmbedder.loaded_from[loads:] == [os.path.join(out_dir, 'embedder')]
     # The stored state is the fitted one: a fresh fit on the same windows learns the same vocabulary.
     fresh = VocabEmbedder(n_words=40)

@@ -20,6 +20,7 @@ from cis_stream.index.job import build_index
 from cis_stream.report.html import REPORT_FILE, write_report
 from cis_stream.report.inspect import SNIPPET_CHARS, describe_clusters, inspect_index, top_terms
 from cis_stream.report.summary import inspection_summary as summary
+from tests.helpers import SMALL_OPTIONS, json_line, write_lines
 
 TOKENS = 3_000_000
 
@@ -242,7 +243,6 @@ def test_report_without_weights_ranks_clusters_by_size(small_index, tmp_path):
 
 def test_text_and_paths_are_escaped_in_the_html(small_corpus, tmp_path):
     """Documents carrying markup, in an index whose path carries markup too."""
-    from conftest import SMALL_OPTIONS, json_line, write_lines
     payload = '<script>alert("cis")</script> & <b>bold</b>'
     source = tmp_path / 'markup.jsonl'
     write_lines(str(source), [json_line({'text': f'{d["text"]} {payload}'}) for d in small_corpus.docs[:120]])
@@ -303,7 +303,6 @@ def html_totals(page: str) -> dict[str, int]:
 
 def test_html_totals_reconcile_with_excluded_documents(small_corpus, tmp_path):
     """An index built with --exclude: read = indexed + rejected + excluded (excluded was left out)."""
-    from conftest import SMALL_OPTIONS, json_line, write_lines
     evals = str(tmp_path / 'evals.jsonl')
     write_lines(evals, [json_line({'text': d['text']}) for d in small_corpus.docs[10:13]])
     index = build_index([small_corpus.root], str(tmp_path / 'idx'), exclude=[evals], **SMALL_OPTIONS)

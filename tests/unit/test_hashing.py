@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import fuzz_texts
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils import murmurhash3_32 as sklearn_murmurhash3_32
 
 from cis_stream.embedders.hashing import hashed_word_ngrams, murmurhash3_32
+from tests.helpers import fuzz_texts
 
 
 def test_murmurhash3_of_byte_slices_is_scikit_learns():

@@ -1,0 +1,78 @@
+"""Index fingerprints guard the index format and the build: fixed real-text indexes must keep the
+fingerprints recorded with the code before the restructure (commit af651f4), so a change that alters
+what an index holds, or how its content is hashed, fails here.
+
+The fingerprints also depend on the libraries that compute the content (faiss's k-means, numpy,
+the tokenizers, Streaming's shard index, zstd's compressed bytes). They were recorded under the
+versions in RECORDED_WITH; where this environment has others and a fingerprint differs, the test
+is skipped with both lists, because a library and the code cannot then be told apart. To record
+anew: build these indexes with the code of the commit to compare against, in this environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+
+import pytest
+
+from cis_stream.index.job import build_index
+from tests.helpers import SMALL_OPTIONS, json_line, write_lines
+
+RECORDED = {
+    # conftest's small_index: 300 History summaries, SMALL_OPTIONS (lsi 32-dim, levels 2/4, window 64, seq_len 96).
+    'small_index': '60449d3036d18de27c5add8945953e6b085e1dbc2ff530c9f922450d5a6f90b1',
+    # The same, decontaminated against 20 Arts summaries and two of its own documents (see below).
+    'small_excluded': 'ec98bebb3e8735c1ae37ac8620c2755333c0c1b78fdbfea48b45fef2f994883b',
+    # conftest's wiki_index: ~2,650 summaries of five topics in .jsonl (7 planted bad lines), .jsonl.gz and
+    # .jsonl.zst; lsi, levels 5/20, window 128.
+    'wiki_index': '436559c33bccd7ab0d44d60b461fd4743b5362c078b8e6fe6eab4589cc49ee23',
+    # fixtures_mixture's mix_index: a BPE tokenizer trained on the pool, levels 8/64, window 128, seq_len 64.
+    'mix_index': '85ea96d1b4eff88f740713952a8e6495c0b80e5584f1a1a12187b6b473a315fa',
+}
+RECORDED_WITH = {'python': '3.11', 'numpy': '2.1.3', 'faiss-cpu': '1.15.1', 'scikit-learn': '1.9.1',
+                 'tokenizers': '0.21.4', 'tiktoken': '0.14.0', 'mosaicml-streaming': '0.13.0', 'zstandard': '0.25.0'}
+
+
+def environment() -> dict[str, str]:
+    versions = {'python': '.'.join(map(str, sys.version_info[:2]))}
+    for name in list(RECORDED_WITH)[1:]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = 'not installed'
+    return versions
+
+
+def assert_recorded(name: str, index) -> None:
+    if index.fingerprint == RECORDED[name]:
+        return
+    here = environment()
+    if here != RECORDED_WITH:
+        pytest.skip(f'{name}: fingerprint {index.fingerprint[:16]} is not the recorded {RECORDED[name][:16]}, '
+                    f'but the libraries differ from those it was recorded with ({RECORDED_WITH}; here {here}), '
+                    f'so the code is not shown to have changed the index')
+    raise AssertionError(f'{name}: fingerprint {index.fingerprint} differs from the one recorded before the '
+                         f'restructure ({RECORDED[name]}) with the same libraries: the change alters the index '
+                         f'(its content, or what the fingerprint hashes)')
+
+
+def test_the_small_index_keeps_its_fingerprint(small_index):
+    assert_recorded('small_index', small_index)
+
+
+def test_a_decontaminated_index_keeps_its_fingerprint(small_corpus, wiki_records, tmp_path):
+    arts = [r['text'] for r in wiki_records if r['topic'] == 'Arts'][:20]
+    evals = str(tmp_path / 'evals.jsonl')
+    write_lines(evals, [json_line({'text': t}) for t in arts + small_corpus.texts[5:7]])
+    index = build_index([small_corpus.root], str(tmp_path / 'index'), exclude=[evals], **SMALL_OPTIONS)
+    assert index.manifest['totals']['documents_excluded'] == 2
+    assert_recorded('small_excluded', index)
+
+
+def test_the_wiki_index_keeps_its_fingerprint(wiki_index):
+    assert_recorded('wiki_index', wiki_index)
+
+
+def test_the_mixture_index_keeps_its_fingerprint(mix_index):
+    assert_recorded('mix_index', mix_index)
