@@ -173,8 +173,8 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
         histogram = np.bincount(nodes[:, level], minlength=size) / len(nodes)
         specialist += weight / total_weight * histogram
         task_records.append({'weight': weight, 'inputs': inputs, 'windows': int(len(nodes)),
-                             'windows_per_level': [np.bincount(nodes[:, l], minlength=n).tolist()
-                                                   for l, n in enumerate(index.levels)]})
+                             'windows_per_level': [np.bincount(nodes[:, level], minlength=n).tolist()
+                                                   for level, n in enumerate(index.levels)]})
     target = (1 - options.smoothing) * specialist + options.smoothing * generalist
     leaf = spread_to_leaves(index, level, target)
     leaf_samples = index.leaf_samples

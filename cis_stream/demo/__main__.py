@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, metrics in results.items():
         print(f'{name:10s} {metrics["specialist"]["LanguagePerplexity"]:12.2f} '
               f'{metrics["generalist"]["LanguagePerplexity"]:12.2f}')
-    gain = 1 - results['cis']['specialist']['LanguagePerplexity'] / results['uniform']['specialist']['LanguagePerplexity']
+    gain = 1 - (results['cis']['specialist']['LanguagePerplexity']
+                / results['uniform']['specialist']['LanguagePerplexity'])
     print(f'CIS specialist perplexity is {abs(gain):.1%} {"lower" if gain > 0 else "HIGHER"} than uniform '
           f'at the same steps ({time.perf_counter() - started:.0f} s in all)')
     with open(os.path.join(out, 'demo_results.json'), 'w', encoding='utf-8') as handle:

@@ -5,8 +5,9 @@
 dtype=np.float32).transform(texts)` returns (tested against it on real text in many scripts and
 on fuzzed Unicode), about 1.7x faster (benchmarks/bench_indexer.py). Why not scikit-learn
 itself: it builds every bigram as a Python string and hashes the features one call at a time,
-which made lsi's `embed` the largest stage of an index build. Here each text's words (scikit-learn's token pattern) are joined by spaces
-into one UTF-8 buffer, so that every unigram and bigram is a byte slice of it, and MurmurHash3
+which made lsi's `embed` the largest stage of an index build. Here each text's words (scikit-learn's
+token pattern) are joined by spaces into one UTF-8 buffer, so that every unigram and bigram is a byte
+slice of it, and MurmurHash3
 (x86, 32-bit, seed 0: scikit-learn's hash) runs over all slices at once in numpy.
 """
 

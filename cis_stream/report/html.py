@@ -82,7 +82,7 @@ def plot_importance(insp: Inspection, path: str) -> str:
 
 def plot_ess(insp: Inspection, path: str) -> str:
     levels = insp.index.levels
-    raw = [effective_sample_fraction(insp.specialist(l), insp.generalist(l)) for l in range(len(levels))]
+    raw = [effective_sample_fraction(insp.specialist(level), insp.generalist(level)) for level in range(len(levels))]
     fig, (ax,) = _figure()
     ax.plot(levels, raw, marker='o', label='raw P(c|spec)')
     ax.plot([levels[insp.level]], [insp.ess_fraction], marker='*', markersize=14, linestyle='',

@@ -27,7 +27,7 @@ def index_summary(manifest: dict) -> str:
     return (f"indexed {t['documents_indexed']:,} of {t['documents_read']:,} documents "
             f"({t['documents_rejected']:,} rejected, see {manifest['rejects']['file']}{excluded}{skipped}): "
             f"{t['windows']:,} windows, {t['tokens']:,} tokens, {t['samples']:,} samples in "
-            f"{[len(l['nodes']) for l in manifest['tree']['levels']]} clusters per level; "
+            f"{[len(level['nodes']) for level in manifest['tree']['levels']]} clusters per level; "
             f"{took}; fingerprint {manifest['fingerprint'][:16]}")
 
 
@@ -52,8 +52,8 @@ def inspection_summary(insp, top: int = 5) -> str:
     opts = manifest['options']
     lines = [f'index {insp.index.root}', f'  {index_summary(manifest)}',
              f"  embedder {opts['embedder']['name']}, window {opts['window']}, seq_len {opts['seq_len']}; "
-             f"levels {insp.index.levels} (planned {[l['planned'] for l in levels]}, "
-             f"pruned empty {[l['pruned_empty'] for l in levels]})",
+             f"levels {insp.index.levels} (planned {[level['planned'] for level in levels]}, "
+             f"pruned empty {[level['pruned_empty'] for level in levels]})",
              f"  sample tokens {t['sample_tokens']:,} = {t['tokens']:,} text + {t['eos_tokens']:,} EOS + "
              f"{t['pad_tokens']:,} pad",
              f"  rejects {manifest['rejects']['count']:,}" +
