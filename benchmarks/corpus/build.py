@@ -15,24 +15,20 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.corpus import assemble
+from benchmarks.corpus.clean import chunk
+from benchmarks.corpus.fetch import Fetcher, Package
+from benchmarks.corpus.readers import READERS
+from benchmarks.corpus.sources import DOMAINS, POOL, SPLITS, Source
+from cis_stream.format.files import sha256_file
 
-from benchmarks.corpus import assemble  # noqa: E402
-from benchmarks.corpus.clean import chunk  # noqa: E402
-from benchmarks.corpus.fetch import Fetcher, Package  # noqa: E402
-from benchmarks.corpus.readers import READERS  # noqa: E402
-from benchmarks.corpus.sources import DOMAINS, POOL, SPLITS, Source  # noqa: E402
-from cis_stream.format.files import sha256_file  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 MAX_POOL_DOC_CHARS = 50_000  # long pool documents (plays, manuals) are cut at paragraph breaks
 MB = 1e6

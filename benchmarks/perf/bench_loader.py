@@ -1,6 +1,6 @@
 """Loader throughput and start-up: ClusteredImportanceDataset vs a plain StreamingDataset.
 
-    .venv/bin/python benchmarks/bench_loader.py [--cases 64:64 1024:64 16384:64 64:1024] [--repeats 3]
+    .venv/bin/python -m benchmarks.perf.bench_loader [--cases 64:64 1024:64 16384:64 64:1024] [--repeats 3]
 
 Both read the same per-leaf shards of the same index: the plain baseline is
 `StreamingDataset(streams=[Stream(local=leaf) for every leaf])`, the way one would hand-write the
@@ -18,14 +18,13 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from common import bench_index, median, timed  # noqa: E402
-from streaming import Stream, StreamingDataset  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import numpy as np
+import torch
+from streaming import Stream, StreamingDataset
+from torch.utils.data import DataLoader
 
-from cis_stream.dataset import ClusteredImportanceDataset  # noqa: E402
+from benchmarks.perf.common import bench_index, median, timed
+from cis_stream.dataset import ClusteredImportanceDataset
 
 BATCH = 32
 OPTIONS = dict(batch_size=BATCH, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
@@ -78,7 +77,7 @@ def first_batch(build, index) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.perf.bench_loader')
     parser.add_argument('--cases', nargs='+', default=['64:64', '1024:64', '16384:64', '64:1024'],
                         help='LEAVES:SEQ_LEN index shapes (64-token samples are the worst case for '
                              'per-sample overhead; 1024 is the paper\'s sample length)')

@@ -1,7 +1,7 @@
 """Indexer speed per stage, against DSIR and bare sentence-transformers in the same run.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python benchmarks/bench_indexer.py [--repeats 3] [--minilm-docs 800]
+    .venv/bin/python -m benchmarks.perf.bench_indexer [--repeats 3] [--minilm-docs 800]
         [--source benchmarks/corpus/cache/corpus/subsets/pool_100mb.jsonl.zst --files 16 --minilm-docs 0]
 
 * lsi end to end (default options: 1024-token windows, 16 -> 256 clusters) on all 26,227 real
@@ -10,7 +10,7 @@
   (`data-selection` HashedNgramDSIR with num_proc=2: fit the importance estimator + compute
   importance weights over the same files). Target: lsi >= 3x DSIR's MB/s. Times are the jobs'
   own (imports and the launcher excluded, as for DSIR, which runs in this process).
-* lsi's hashed word n-grams (`cis_stream/hashing.py`) against scikit-learn's `HashingVectorizer`,
+* lsi's hashed word n-grams (`cis_stream/embedders/hashing.py`) against scikit-learn's `HashingVectorizer`,
   which gives the same matrix, on the 1024-token windows of the first ~6 MB of the corpus.
 * minilm on the first `--minilm-docs` English summaries: the index's embed stage vs a bare
   `SentenceTransformer.encode` of the same window texts. Target: >= 0.9x the bare throughput.
@@ -27,10 +27,9 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, launch_index, median, split_corpus, timed, wiki_corpus  # noqa: E402
-
-from cis_stream.index.job import build_index  # noqa: E402
+from benchmarks import OUT
+from benchmarks.perf.common import launch_index, median, split_corpus, timed, wiki_corpus
+from cis_stream.index.job import build_index
 
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write')
 
@@ -71,7 +70,7 @@ def bare_encode_seconds(subset: str) -> tuple[float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.perf.bench_indexer')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--minilm-docs', type=int, default=800, help='0 skips the minilm comparison')
     parser.add_argument('--source', help='a corpus file to index instead of the Wikipedia summaries')

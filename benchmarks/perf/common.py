@@ -14,16 +14,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-OUT = os.path.join(ROOT, 'benchmarks', 'out')
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-
-from cis_stream.demo.corpora import WIKI_LANGUAGES, load_wiki_summaries  # noqa: E402
-from cis_stream.format.reader import CISIndex  # noqa: E402
-from cis_stream.index.job import build_index  # noqa: E402
-from cis_stream.text.readers import Document, read_documents  # noqa: E402
+from benchmarks import OUT
+from cis_stream.demo.corpora import WIKI_LANGUAGES, load_wiki_summaries
+from cis_stream.format.reader import CISIndex
+from cis_stream.index.job import build_index
+from cis_stream.text.readers import Document, read_documents
 
 # Tree shapes per leaf count: the top level, then the leaves.
 TREES = {64: [8, 64], 1024: [32, 1024], 16384: [128, 16384]}

@@ -1,6 +1,6 @@
 """Indexer scaling and memory: time and peak RSS at 3 corpus sizes and 2 tree sizes (issue 5).
 
-    .venv/bin/python benchmarks/bench_scaling.py [--sizes 30 100 300] [--trees 16,256 64,4096]
+    .venv/bin/python -m benchmarks.perf.bench_scaling [--sizes 30 100 300] [--trees 16,256 64,4096]
 
 The corpora are the 30/100/300 MB subsets of the quality benchmark's generalist pool
 (`python -m benchmarks.corpus.build`), each cut into files of about 8 MB, as a real corpus would
@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, split_corpus  # noqa: E402
+from benchmarks import OUT, ROOT
+from benchmarks.perf.common import split_corpus
 
-SUBSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus', 'cache', 'corpus', 'subsets')
+SUBSETS = os.path.join(ROOT, 'benchmarks', 'corpus', 'cache', 'corpus', 'subsets')
 FILE_MB = 8
 POLL = 0.05  # seconds between peak-RSS readings
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
@@ -84,7 +84,8 @@ def exponent(sizes: list[float], seconds: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.perf.bench_scaling', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sizes', type=int, nargs='+', default=[30, 100, 300])
     parser.add_argument('--trees', nargs='+', default=['16,256', '64,4096'], help='levels of each tree')
     args = parser.parse_args()
@@ -122,7 +123,8 @@ def report(rows: list[dict]) -> None:
         stages = ' | '.join(f'{row[s]:.1f}' if s in row else '-' for s in STAGES[:-1])
         print(f"| {row['size_mb']:.0f} | {row['what']} | {row['wall']:.1f} | {row['size_mb'] / row['wall']:.2f} | "
               f"{row['rss_mb']:.0f} | {stages} |")
-    print('\n| run | exponent b of wall = a * MB^b | exponent of total (manifest) | peak RSS, smallest -> largest (MB) |')
+    print('\n| run | exponent b of wall = a * MB^b | exponent of total (manifest) | '
+          'peak RSS, smallest -> largest (MB) |')
     print('|---|---|---|---|')
     for what in dict.fromkeys(row['what'] for row in rows):
         mine = [row for row in rows if row['what'] == what]

@@ -1,6 +1,6 @@
 """Distributed indexing: the same `cis-stream index` job on 1 process and on 2 (torchrun), same run.
 
-    .venv/bin/python benchmarks/bench_distributed.py [--repeats 3] [--files 8] [--source FILE]
+    .venv/bin/python -m benchmarks.perf.bench_distributed [--repeats 3] [--files 8] [--source FILE]
 
 The corpus is all 26,227 real Wikipedia summaries (11 MB), or `--source`, cut into `--files`
 files (the unit of parallel work is a run of input files). Default options: lsi, 1024-token windows, 16 -> 256
@@ -8,9 +8,9 @@ clusters. Runs alternate (1, 2, 1, 2, ...); the table reports medians of the wal
 whole command (launcher and imports included), of each stage and of the job itself (`total`),
 and checks that both process counts publish the same fingerprint. Target (issue 6): 2 processes
 on 2 cores >= 1.6x faster. Fixed costs (imports, torchrun, the fits on rank 0) take about 15 s,
-so measure it on a corpus of a few hundred MB (the run in RESULTS.md):
+so measure it on a corpus of a few hundred MB (the run in benchmarks/results/RESULTS.md):
 
-    .venv/bin/python benchmarks/bench_distributed.py --repeats 3 --files 37 \
+    .venv/bin/python -m benchmarks.perf.bench_distributed --repeats 3 --files 37 \
         --source benchmarks/corpus/cache/corpus/subsets/pool_300mb.jsonl.zst
 
 The in-run baseline is the machine's own ceiling: a fixed pure-Python CPU loop run whole by one
@@ -29,8 +29,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, launch_index, median, split_corpus, wiki_corpus  # noqa: E402
+from benchmarks import OUT
+from benchmarks.perf.common import launch_index, median, split_corpus, wiki_corpus
 
 STAGES = ('read_tokenize', 'fit_embedder', 'embed', 'fit_tree', 'assign', 'pack_write', 'total')
 CEILING_LOOP = 'import sys\ns = 0\nfor i in range(int(sys.argv[1])): s += i * i'
@@ -48,7 +48,8 @@ def ceiling(processes: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.perf.bench_distributed', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--files', type=int, default=8)
     parser.add_argument('--source', default=None,

@@ -1,7 +1,7 @@
 """Remote start-up: s3:// index on a real S3-compatible server (moto) on 127.0.0.1.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python benchmarks/bench_remote.py [--leaves 1024 16384] [--baseline-max 1024]
+    .venv/bin/python -m benchmarks.perf.bench_remote [--leaves 1024 16384] [--baseline-max 1024]
 
 Time from constructing the dataset to its first batch, with empty local caches:
   * baseline: Streaming's own start-up, `StreamingDataset(streams=[Stream(remote=s3://.../leaf,
@@ -24,8 +24,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import OUT, bench_index, timed  # noqa: E402
+from benchmarks import OUT
+from benchmarks.perf.common import bench_index, timed
 
 BUCKET = 'cis-bench'
 RAW_SHARD = re.compile(r'shard\.\d+\.mds$')  # decompressed copies made by local reads: not uploaded
@@ -71,7 +71,7 @@ def first_batch(build) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.perf.bench_remote')
     parser.add_argument('--leaves', type=int, nargs='+', default=[1024, 16384])
     parser.add_argument('--baseline-max', type=int, default=1024,
                         help='leaves fetched by the serial baseline; beyond, its time is scaled linearly')
