@@ -3,7 +3,7 @@
 `hashed_word_ngrams(texts, n)` returns exactly what
 `HashingVectorizer(n_features=n, ngram_range=(1, 2), alternate_sign=False, norm=None,
 dtype=np.float32).transform(texts)` returns (tested against it on real text in many scripts and
-on fuzzed Unicode), about 1.7x faster (benchmarks/bench_indexer.py). Why not scikit-learn
+on fuzzed Unicode), about 1.7x faster (benchmarks/perf/bench_indexer.py). Why not scikit-learn
 itself: it builds every bigram as a Python string and hashes the features one call at a time,
 which made lsi's `embed` the largest stage of an index build. Here each text's words (scikit-learn's
 token pattern) are joined by spaces into one UTF-8 buffer, so that every unigram and bigram is a byte

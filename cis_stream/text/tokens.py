@@ -55,7 +55,7 @@ class _CharOffsets:
 
 class _TiktokenGPT2:
     """The default GPT-2 BPE run by tiktoken: the same ids as Hugging Face `tokenizers` (tested on
-    real text), about 6x less CPU per token (benchmarks/RESULTS.md). Built from the loaded
+    real text), about 6x less CPU per token (benchmarks/results/RESULTS.md). Built from the loaded
     tokenizer's own vocabulary, so nothing is downloaded."""
 
     def __init__(self, tokenizer: Tokenizer):
