@@ -1,7 +1,9 @@
 """Build the benchmark corpus: `python -m benchmarks.corpus.build [--out benchmarks/corpus/cache]`.
 
 Three cached stages, each skipped when its outputs exist with the same recorded inputs:
-  1. fetch    downloads/ and unpacked/       (package files; sha256 of each)
+  1. fetch    downloads/ and unpacked/       (package files; sha256 and exact version of each; a pinned
+                                              .deb the archive no longer has is replaced by the current
+                                              one, recorded under 'moved' and warned about at the end)
   2. extract  extracted/<source>.jsonl.zst   (cleaned documents, capped; stamp = source row +
                                               package sha256 + cleaner code hash)
   3. assemble corpus/                        (splits, dedupe, pool, subsets, corpus_manifest.json;
@@ -15,6 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -23,7 +26,7 @@ from tqdm import tqdm
 
 from benchmarks.corpus import assemble
 from benchmarks.corpus.clean import chunk
-from benchmarks.corpus.fetch import Fetcher, Package
+from benchmarks.corpus.fetch import Fetcher, Package, parse_spec
 from benchmarks.corpus.readers import READERS
 from benchmarks.corpus.sources import DOMAINS, POOL, SPLITS, Source
 from cis_stream.format.files import sha256_file
@@ -147,7 +150,8 @@ def _assemble(cache: Path, seed: int, subsets_mb: list[int], stamps: dict, packa
     manifest = {
         'about': 'benchmark corpus built by benchmarks/corpus/build.py; see benchmarks/corpus/README.md',
         'seed': seed, 'inputs_sha256': inputs_hash,
-        'packages': {p.spec: {'file': p.archive.name, 'sha256': p.sha256} for p in packages.values()},
+        'packages': {p.spec: p.record() for p in packages.values()},
+        'moved': moved_packages(packages),
         'pool': {'documents': sum(len(d) for d in pool.values()),
                  'mb': round(sum(assemble.text_bytes(d) for d in pool.values()) / MB, 2),
                  'files': [f'pool/{name}.jsonl.zst' for name in pool], 'sources': source_stats},
@@ -164,6 +168,20 @@ def _assemble(cache: Path, seed: int, subsets_mb: list[int], stamps: dict, packa
     manifest['manifest_sha256'] = _json_hash(manifest)
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return dict(manifest, cached=False)
+
+
+def moved_packages(packages: dict[str, Package]) -> dict[str, dict[str, str]]:
+    """{name: {'pinned', 'got'}} for every package whose pinned version the archive no longer had."""
+    return {parse_spec(p.spec).name: {'pinned': p.pinned, 'got': p.version}
+            for p in sorted(packages.values(), key=lambda p: p.spec) if p.moved}
+
+
+def moved_warnings(manifest: dict) -> list[str]:
+    """One loud line per moved package: this build is not the corpus the recorded figures used."""
+    return [f'WARNING: {name}: pinned version {v["pinned"]} is no longer in the archive; took {v["got"]} instead '
+            '(recorded under "moved" in corpus_manifest.json). This corpus differs from the recorded builds: see '
+            '"Corpus reproducibility" in benchmarks/results/RESULTS.md'
+            for name, v in manifest.get('moved', {}).items()]
 
 
 def _summary(manifest: dict) -> str:
@@ -240,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     print(_summary(manifest))
     print(f'corpus: {Path(args.out).resolve() / "corpus"}  ({"cached" if manifest["cached"] else "built"}; '
           f'{manifest["timings"]}; total {time.perf_counter() - started:.1f}s)')
+    for line in moved_warnings(manifest):
+        print(line, file=sys.stderr)
 
 
 if __name__ == '__main__':

