@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, 'train.py')
-YAML = os.path.join(ROOT, 'yamls', 'cis.yaml')
+from tests.helpers import REPO_ROOT
+
+TRAIN = os.path.join(REPO_ROOT, 'train.py')
+YAML = os.path.join(REPO_ROOT, 'yamls', 'cis.yaml')
 COMPOSER = os.path.join(os.path.dirname(sys.executable), 'composer')
 
 
@@ -31,7 +32,7 @@ def _overrides(index, weights, out, steps=12, **extra):
 
 def _run(args, processes=1, **kwargs):
     launcher = [COMPOSER, '-n', str(processes)] if processes > 1 else [sys.executable]
-    return subprocess.run(launcher + [TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    return subprocess.run(launcher + [TRAIN, YAML] + args, capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
 
 
 def _global_order(path):
@@ -78,7 +79,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
 
     run = tmp_path / 'killed'
     args = _overrides(mix_index.root, mix_weights, run, steps, autoresume='true', save_overwrite='false')
-    process = subprocess.Popen([sys.executable, TRAIN, YAML] + args, cwd=ROOT,
+    process = subprocess.Popen([sys.executable, TRAIN, YAML] + args, cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     order_file = run / 'order.jsonl'
     deadline = time.time() + 300
@@ -91,7 +92,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
     logged = sum(1 for _ in open(order_file))
     assert process.returncode == -signal.SIGKILL and logged < steps, 'the run was not killed mid-epoch'
 
-    result = subprocess.run([sys.executable, TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, TRAIN, YAML] + args, capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _global_order(order_file) == expected
     resumed_from = json.loads(open(order_file).readlines()[logged])['batch']

@@ -70,7 +70,7 @@ def messy(tmp_path_factory, small_corpus, wiki_records):
         write_lines(path, [json_line({'text': t}) for t in geography])
         blob = open(path, 'rb').read()
         open(path, 'wb').write(blob[:len(blob) * 6 // 10])
-        records = list(read_file(path))  # the prefix the reader recovers (exactness: test_readers.py)
+        records = list(read_file(path))  # the prefix the reader recovers (exactness: unit/test_readers.py)
         assert 100 < len(records) - 1 < 1200 and isinstance(records[-1], Reject)
         for record in records:
             if isinstance(record, Document):

@@ -14,7 +14,7 @@ import pytest
 
 from cis_stream.embedders import make_embedder
 from cis_stream.format.leaves import pack_leaf
-from cis_stream.format.manifest import fingerprint, node_records
+from cis_stream.format.manifest import add_node_totals, fingerprint, node_records
 from cis_stream.index.parts import part_counts, rows_by_leaf
 from cis_stream.index.spool import WindowSpool
 from cis_stream.text.tokens import load_tokenizer, make_windows
@@ -60,6 +60,24 @@ def test_node_records_of_a_known_tree():
             assert node['samples'] == sum(k['samples'] for k in kids)
             assert node['pad_tokens'] == sum(k['pad_tokens'] for k in kids)
     assert levels[0]['nodes'][0]['samples'] == sum(p['samples'] for p in packed[:3])  # leaves 0-2: middle 0, 1
+
+
+def test_adding_to_the_records_is_recording_the_sums():
+    """`cis-stream add` adds its new windows' counts, and its new shards' samples, to the records of the
+    nodes above them: the same records as if the counts had been there from the start."""
+    tree = hand_tree()
+    rng = np.random.default_rng(1)
+    before, added = (rng.integers(0, 40, (3, 3, 7)) for _ in range(2))
+    packed_before = [{'samples': int(s), 'pad_tokens': int(p)} for s, p in rng.integers(1, 20, (7, 2))]
+    packed_added = {1: {'samples': 4, 'pad_tokens': 9}, 5: {'samples': 1, 'pad_tokens': 50}}  # leaves that grew
+    levels = node_records(tree, before, packed_before, planned=[2, 6, 12], fitted=[2, 5, 8])
+    add_node_totals(levels, tree, added, packed_added)
+    packed_sum = [dict(p) for p in packed_before]
+    for leaf, result in packed_added.items():
+        for key in result:
+            packed_sum[leaf][key] += result[key]
+    assert levels == node_records(tree, before + added, packed_sum, planned=[2, 6, 12], fitted=[2, 5, 8])
+    assert all(type(v) is int for level in levels for node in level['nodes'] for v in node.values())
 
 
 class Discard:

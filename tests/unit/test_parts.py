@@ -1,15 +1,32 @@
-"""The pure steps of a build's parts: how files are grouped into parts, a part's windows grouped by leaf,
-and its windows, tokens and documents counted per node. The windows are real text (wiki summaries cut
-by the GPT-2 tokenizer) in a real window spool; no index is built."""
+"""The steps of a build's parts that need no index: how files are grouped into parts, reading a part
+(its record of documents, rejects, windows and tokens), the records added up, a part's windows grouped
+by leaf, and its windows, tokens and documents counted per node. The text is real (wiki summaries
+cut by the GPT-2 tokenizer), the spools real window spools."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
-from cis_stream.index.parts import PART_MAX_BYTES, PART_MIN_BYTES, PARTS_WANTED, part_counts, plan_parts, rows_by_leaf
+from cis_stream.index.options import IndexOptions
+from cis_stream.index.parts import (
+    PART_MAX_BYTES,
+    PART_MIN_BYTES,
+    PARTS_WANTED,
+    PartRecord,
+    merged_reasons,
+    part_counts,
+    part_totals,
+    plan_parts,
+    read_part,
+    rows_by_leaf,
+)
 from cis_stream.index.spool import WindowSpool
+from cis_stream.text.readers import InputError
 from cis_stream.text.tokens import load_tokenizer, make_windows
+from tests.helpers import PLANTED_BAD_LINES, json_line, write_lines
 
 WINDOW = 64
 
@@ -146,3 +163,68 @@ def test_an_empty_part_counts_nothing(tmp_path):
     spool.close()
     counts = part_counts(np.zeros((0, 2), np.int64), WindowSpool.open(spool.directory), [3, 9])
     assert counts.shape == (2, 3, 9) and not counts.any()
+
+
+# read_part, its record, and records added up --------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def two_files(wiki_records, tmp_path_factory) -> tuple[list[str], list[str]]:
+    """Two input files of real summaries; the second (gzip) with the planted bad lines between them."""
+    root = tmp_path_factory.mktemp('inputs')
+    texts = [r['text'] for r in wiki_records[200:260]]
+    first, second = str(root / 'a.jsonl'), str(root / 'b.jsonl.gz')
+    write_lines(first, [json_line({'text': t}) for t in texts[:30]])
+    lines = []
+    for i, text in enumerate(texts[30:]):
+        lines.append(json_line({'text': text}))
+        if i < len(PLANTED_BAD_LINES):
+            lines.append(PLANTED_BAD_LINES[i][0])
+    write_lines(second, lines)
+    return [first, second], texts
+
+
+def test_read_part_records_every_line_of_its_files(two_files, tmp_path):
+    files, texts = two_files
+    gpt2 = load_tokenizer()
+    directory = str(tmp_path / 'part')
+    record = read_part(files, directory, IndexOptions(window=WINDOW), gpt2, strict=False)
+    assert isinstance(record, PartRecord) and PartRecord.load(directory) == record
+    assert [(s['path'], s['documents'], s['indexed'], s['rejected'], s['excluded']) for s in record.inputs] == [
+        (files[0], 30, 30, 0, 0), (files[1], 30 + len(PLANTED_BAD_LINES), 30, len(PLANTED_BAD_LINES), 0)]
+    assert sum(record.reasons.values()) == len(PLANTED_BAD_LINES)
+    assert set(record.reasons) == {reason.split(':')[0] for _, reason in PLANTED_BAD_LINES}, 'counted by kind'
+    windows = make_windows(gpt2, texts, WINDOW)
+    assert (record.windows, record.tokens) == (len(windows.lengths), int(windows.lengths.sum()))
+    assert record.decontamination is None
+    spool = WindowSpool.open(directory)
+    assert spool.texts(np.arange(spool.count)) == windows.texts and np.array_equal(spool.lengths, windows.lengths)
+    assert np.array_equal(spool.doc, windows.doc_index), 'documents numbered across the part\'s files'
+    with open(f'{directory}/rejects.jsonl', encoding='utf-8') as handle:
+        assert sum(1 for _ in handle) == len(PLANTED_BAD_LINES)
+    with pytest.raises(InputError, match=f'^{files[1]}:2: .*--strict'):
+        read_part(files, str(tmp_path / 'strict'), IndexOptions(window=WINDOW), gpt2, strict=True)
+
+
+def test_reject_reasons_merge_by_kind_sorted():
+    assert merged_reasons([{'malformed JSON': 2, 'empty line': 1}, {}, {'empty line': 4, 'invalid UTF-8': 1}]) == {
+        'empty line': 5, 'invalid UTF-8': 1, 'malformed JSON': 2}
+    assert list(merged_reasons(iter([{'b': 1}, {'a': 1}]))) == ['a', 'b']
+    assert merged_reasons([]) == {}
+
+
+def test_part_totals_add_up_the_parts_and_the_packed_leaves(two_files, tmp_path):
+    files, _ = two_files
+    gpt2 = load_tokenizer()
+    records = [read_part([path], str(tmp_path / f'part{i}'), IndexOptions(window=WINDOW), gpt2, strict=False)
+               for i, path in enumerate(files)]
+    packed = [{'samples': 40, 'pad_tokens': 17}, {'samples': 3, 'pad_tokens': 0}]
+    totals = part_totals(records, packed, seq_len=96)
+    assert totals == {
+        'documents_read': 60 + len(PLANTED_BAD_LINES), 'documents_indexed': 60,
+        'documents_rejected': len(PLANTED_BAD_LINES), 'documents_excluded': 0,
+        'windows': records[0].windows + records[1].windows, 'eos_tokens': records[0].windows + records[1].windows,
+        'tokens': records[0].tokens + records[1].tokens, 'pad_tokens': 17, 'samples': 43, 'sample_tokens': 43 * 96,
+        'input_bytes': sum(os.path.getsize(path) for path in files)}
+    # The same as reading both files as one part.
+    whole = read_part(files, str(tmp_path / 'whole'), IndexOptions(window=WINDOW), gpt2, strict=False)
+    assert part_totals([whole], packed, seq_len=96) == totals
