@@ -5,7 +5,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+
+from cis_stream import __version__
+from cis_stream.format.publish import BuildLockedError
+
+# A list value that starts with a minus sign, e.g. `--levels -4,8`.
+_NEGATIVE_LIST = re.compile(r'-\d[\d,-]*,[\d,-]*')
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """`--levels -4,8` as `--levels=-4,8`: argparse takes `-4,8` for an option and answers "expected one
+    argument"; joined to its option, the value reaches our own check and its message."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and _NEGATIVE_LIST.fullmatch(arg) and joined[-1].startswith('--') and '=' not in joined[-1]:
+            joined[-1] = f'{joined[-1]}={arg}'
+        else:
+            joined.append(arg)
+    return joined
 
 
 def _int_list(text: str) -> list[int]:
@@ -17,7 +36,8 @@ def _int_list(text: str) -> list[int]:
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('inputs', nargs='+', metavar='INPUT',
-                        help='.jsonl, .jsonl.gz, .jsonl.zst or .txt files, directories or globs')
+                        help='.jsonl/.json (JSON lines) or .txt files, plain or .gz/.zst/.bz2, directories or '
+                             'globs (other files in a directory are skipped and listed)')
     parser.add_argument('--out', required=True, help='directory of the index to publish')
     parser.add_argument('--embedder', default='lsi',
                         help='lsi (fast, model-free), minilm (SBERT all-MiniLM-L6-v2, the paper) or '
@@ -30,7 +50,8 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
                         help='a tokenizer.json or a folder with one (default: GPT-2 BPE)')
     parser.add_argument('--eos-token', default=None, help='end-of-text token of --tokenizer')
     parser.add_argument('--text-field', default='text', help='JSON field holding the text (default text)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of every sample and k-means initialisation (default 0)')
     parser.add_argument('--max-doc-bytes', type=int, default=None,
                         help='longest document (a .jsonl line or a .txt file) indexed; longer ones are '
                              'rejected and counted (default 8 MiB; tokenising takes ~200 bytes of memory per byte)')
@@ -40,8 +61,9 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
                              'run with them (repeatable; put it after the inputs)')
     parser.add_argument('--exclude-ngram', type=int, default=None, metavar='N',
                         help='words in a shared run that drops a window (default 13)')
-    parser.add_argument('--strict', action='store_true', help='stop at the first bad record')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+    parser.add_argument('--strict', action='store_true',
+                        help='stop at the first bad record, or at a file under the inputs that would be skipped')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing index at --out')
     parser.add_argument('--restart', action='store_true',
                         help='discard an unfinished build of --out instead of resuming it')
     parser.add_argument('--part-bytes', type=int, default=None,
@@ -50,15 +72,19 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from cis_stream.index.job import build_index
+    # Options and input paths are checked before the indexer's imports, which take seconds.
     from cis_stream.index.options import IndexOptions
-    from cis_stream.report.summary import index_summary
+    from cis_stream.text.readers import find_inputs
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed,
                            exclude=args.exclude,
                            **({'max_doc_bytes': args.max_doc_bytes} if args.max_doc_bytes is not None else {}),
                            **({'exclude_ngram': args.exclude_ngram} if args.exclude_ngram is not None else {}))
+    options.validate()
+    find_inputs(args.inputs, args.strict)
+    from cis_stream.index.job import build_index
+    from cis_stream.report.summary import index_summary
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes)
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
@@ -163,16 +189,29 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('index', metavar='INDEX', help='a published index directory, or a local= cache of one')
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from cis_stream.format.verify import verify_index
+    report = verify_index(args.index)
+    print(report.summary())
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='cis-stream', description=(
         'Clustered importance sampling for MosaicML Streaming: index a generalist corpus into '
         'clusters, weight them by a specialist sample, train on the mixture.'))
-    parser.add_argument('-v', '--verbose', action='store_true')
+    parser.add_argument('-v', '--verbose', action='store_true', help='log what each stage does')
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
     add_index_arguments(sub.add_parser('index', help='build a cluster index from generalist text'))
     add_add_arguments(sub.add_parser('add', help='grow an index with new documents (same tree, new version)'))
     add_weights_arguments(sub.add_parser('weights', help='mixture weights from a specialist sample'))
     add_inspect_arguments(sub.add_parser('inspect', help='summarise an index and a mixture; HTML report'))
+    add_verify_arguments(sub.add_parser('verify', help='check every shard file against the hashes in its index.json'))
     return parser
 
 
@@ -180,16 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     # faiss's OpenMP threads otherwise spin while idle: on a shared 2-core machine each of the
     # tree's many small searches then takes seconds instead of milliseconds. Results are unchanged.
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_lists(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
-    handlers = {'index': run_index, 'add': run_add, 'weights': run_weights, 'inspect': run_inspect}
+    handlers = {'index': run_index, 'add': run_add, 'weights': run_weights, 'inspect': run_inspect,
+                'verify': run_verify}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, BuildLockedError) as err:
         # Our errors carry the file, line and what to do; a traceback would only hide that.
         print(f'cis-stream {args.command}: error: {err}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'cis-stream {args.command}: interrupted', file=sys.stderr)
+        return 130
     except OSError as err:  # e.g. disk full; an index build keeps its finished parts to resume
         where = f': {err.filename}' if err.filename else ''
         after = {'index': '; nothing was published; the work done is kept: run the same command again to resume',

@@ -3,14 +3,18 @@
 One `Stream` per leaf with non-zero draws, each with an exact per-epoch `choose` count (the
 largest-remainder rounding of epoch_size × p(leaf)), so Streaming's own partitioning, shuffling,
 multi-worker/multi-node ordering and resumption apply unchanged. We override only
-`__getitem__`, `state_dict` and `load_state_dict`, as Streaming recommends for subclasses.
+`__getitem__`, `state_dict` and `load_state_dict`, as Streaming recommends for subclasses (and
+`prepare_shard`, to name the leaf and file of a failure).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,12 +23,22 @@ from streaming import Stream, StreamingDataset
 from streaming.base.dataset import _ShardState  # to undo Streaming's stuck state on failure
 from streaming.base.storage import CloudDownloader
 
-from cis_stream.format.layout import CLUSTERS_DIR, LEAF_INDEXES, TOKENIZER_FILE, NotAnIndexError, leaf_dir_name
+from cis_stream.format.layout import (
+    CLUSTERS_DIR,
+    LEAF_INDEXES,
+    MANIFEST,
+    TOKENIZER_FILE,
+    NotAnIndexError,
+    leaf_dir_name,
+)
 from cis_stream.format.leaves import unpack_leaf_indexes
-from cis_stream.format.reader import MANIFEST, CISIndex
+from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import check_leaf_shards
+from cis_stream.format.verify import check_decompressed, record
 from cis_stream.mixture import capped_counts
 from cis_stream.weights import read_weights
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = 'cis_fingerprint'
 DOWNLOAD_TIMEOUT = 60.0
@@ -60,6 +74,35 @@ class DamagedLeafError(NotAnIndexError):
     """A leaf's index.json or shard is missing, corrupt, unsafe or cannot be fetched."""
 
 
+class UnwritableIndexError(ValueError):
+    """Streaming cannot unpack a shard next to the original: the directory is read-only or full."""
+
+
+UNWRITABLE = {errno.EACCES: 'is not writable', errno.EPERM: 'is not writable', errno.EROFS: 'is on a read-only '
+              'file system', errno.ENOSPC: 'has no room left', errno.EDQUOT: 'is over its disk quota'}
+
+
+def _unwritable(stream: _LeafStream, err: OSError) -> UnwritableIndexError:
+    """The message for a shard Streaming cannot unpack: what is wrong, and the two ways out."""
+    where = os.path.dirname(os.path.dirname(stream.local))
+    fix = 'free space there' if err.errno in (errno.ENOSPC, errno.EDQUOT) else 'make it writable'
+    if stream.remote:
+        advice = f'{fix}, or choose another local cache directory (local=, train_loader.dataset.local in the YAML)'
+    else:
+        advice = (f"{fix}, or read the index as a remote with a local cache elsewhere: ClusteredImportanceDataset("
+                  f"index={where!r}, local='/path/to/cache', ...) (train_loader.dataset.local in the YAML)")
+    return UnwritableIndexError(
+        f'leaf {stream.leaf}: cannot unpack a shard: {where} {UNWRITABLE[err.errno]} ({err.strerror}: {err.filename}). '
+        f'The index is not damaged: Streaming decompresses each shard next to the original on its first '
+        f'read, so the directory must be writable and have room. Either {advice}')
+
+
+def sequences_per_sample(seq_len: int, max_seq_len: int) -> int:
+    """Training sequences of `max_seq_len` cut from one index sample of `seq_len` tokens, so that no
+    token is dropped; 1 (the sample is truncated) where max_seq_len does not divide seq_len."""
+    return seq_len // max_seq_len if 0 < max_seq_len <= seq_len and seq_len % max_seq_len == 0 else 1
+
+
 def _leaf_failure(leaf: str, stream: Stream, what: str, err: Exception) -> DamagedLeafError:
     """The message for a failed leaf: which leaf and file, why, and what to do."""
     detail = str(err).split('. To proceed anyway')[0]  # Streaming's pickle refusal offers an override: not ours
@@ -73,7 +116,8 @@ def _leaf_failure(leaf: str, stream: Stream, what: str, err: Exception) -> Damag
 
 
 class _LeafStream(Stream):
-    """A leaf's Stream whose index.json is checked as Streaming loads it, failures naming the leaf."""
+    """A leaf's Stream whose index.json is checked as Streaming loads it, failures naming the leaf,
+    and whose decompressed shards are checked when changed since their last verification (verify.py)."""
 
     def __init__(self, leaf: str, token_column: str, samples: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -90,7 +134,26 @@ class _LeafStream(Stream):
             raise _leaf_failure(self.leaf, self, f'cannot load {where}', err) from err
         check_leaf_shards(shards, f'leaf {self.leaf}: {where}', self.token_column, self.expected_samples,
                           DamagedLeafError)
+        self.opened = check_decompressed(self.local, shards)
+        if self.opened.damaged:
+            path, problem = self.opened.damaged
+            root = os.path.dirname(os.path.dirname(self.local))
+            raise DamagedLeafError(
+                f'leaf {self.leaf}: {path} {problem}: this decompressed copy of the shard changed after it was '
+                f'made and checked. Delete it (the next read makes it again from the compressed shard, checking '
+                f'that one first), and run `cis-stream verify {root}` to check the whole index')
         return shards
+
+    def prepare_shard(self, shard) -> int:
+        """Streaming's fetch and unpack; a decompressed file it makes from a hash-checked one is
+        recorded as verified, so the next open need not hash it."""
+        made = [(os.path.join(self.local, raw.basename), raw) for raw, _ in shard.file_pairs
+                if not os.path.exists(os.path.join(self.local, raw.basename))]
+        delta = super().prepare_shard(shard)
+        if self.validate_hash == 'xxh64':
+            for path, raw in made:
+                record(path, raw)
+        return delta
 
 
 def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size: int,
@@ -110,32 +173,53 @@ class ClusteredImportanceDataset(StreamingDataset):
         weights: a `*.weights.json` made for this index, or None for the uniform generalist
             baseline (each leaf in proportion to its size), through the same code.
         epoch_size: samples per epoch (default: the index's total samples).
-        max_seq_len: tokens per item (default: the index's seq_len; shorter truncates).
+        max_seq_len: tokens per training sequence (default: the index's seq_len). Where it divides
+            seq_len, each item holds all seq_len / max_seq_len sequences of a sample, shape
+            [k, max_seq_len] (`collate_causal_lm` flattens them), so no token is dropped; otherwise,
+            or with split_samples=False, the sample is truncated, with a warning.
         local: local cache directory for a remote index.
         max_repeat: cap on passes over any leaf per epoch; the excess goes to other leaves.
         allow_mixture_change: let `load_state_dict` resume a run made with other weights.
         sample_ids: add each item's global sample id (for order logs). Off by default: with
             loader workers every extra tensor in a batch costs a shared-memory transfer (~15%).
+        split_samples: cut samples into max_seq_len sequences where that divides (see max_seq_len).
         **kwargs: StreamingDataset options (batch_size, shuffle, shuffle_seed,
             num_canonical_nodes, ...). Streams, epoch_size and allow_unsafe_types are ours;
             validate_hash defaults to 'xxh64' (each shard is checked once, when first unpacked).
 
-    A missing, corrupt or unreachable leaf raises `DamagedLeafError` naming the leaf and file.
+    A missing, corrupt or unreachable leaf, or a sample that cannot be decoded or holds a token
+    outside the vocabulary, raises `DamagedLeafError` naming the leaf and file (and sample). A
+    directory Streaming cannot unpack shards into raises `UnwritableIndexError`.
     """
 
     def __init__(self, index: str, weights: str | None = None, epoch_size: int | None = None,
                  max_seq_len: int | None = None, local: str | None = None,
                  max_repeat: float | None = None, allow_mixture_change: bool = False,
-                 sample_ids: bool = False, **kwargs: Any):
+                 sample_ids: bool = False, split_samples: bool = True, **kwargs: Any):
         for key in ('streams', 'remote', 'epoch_size', 'allow_unsafe_types'):
             if key in kwargs:
                 raise ValueError(f'ClusteredImportanceDataset sets {key!r} itself; do not pass it')
         opened = open_index(index, local)
         self.cis_index = opened
-        seq_len = opened.manifest['options']['seq_len']
+        self.seq_len = seq_len = opened.manifest['options']['seq_len']
         self.max_seq_len = max_seq_len or seq_len
         if self.max_seq_len > seq_len:
             raise ValueError(f'max_seq_len {self.max_seq_len} exceeds the index samples of {seq_len} tokens')
+        if self.max_seq_len < 1:
+            raise ValueError(f'max_seq_len {self.max_seq_len}: a training sequence needs at least 1 token')
+        self.sequences_per_sample = sequences_per_sample(seq_len, self.max_seq_len) if split_samples else 1
+        if self.sequences_per_sample * self.max_seq_len < seq_len:
+            dropped = seq_len - self.max_seq_len
+            reason = f'it does not divide {seq_len}' if split_samples else 'split_samples=False'
+            warnings.warn(f'max_seq_len {self.max_seq_len} is shorter than the index samples of {seq_len} tokens '
+                          f'and {reason}: every sample is truncated, dropping {dropped:,} of its {seq_len:,} tokens '
+                          f'({dropped / seq_len:.1%} of the data). Use a max_seq_len that divides {seq_len}: each '
+                          f'sample then gives seq_len / max_seq_len training sequences and no token is dropped',
+                          stacklevel=2)
+        # Every sample read is checked against these (cheap: one argmax over its tokens): a decompressed
+        # shard damaged after it was verified still decodes, into tokens the model cannot embed.
+        self.vocab_size = opened.manifest['options']['tokenizer']['vocab_size']
+        self._unsigned = np.uint16 if opened.manifest['options']['token_column'] == 'ndarray:uint16' else np.uint32
         leaf_samples = opened.leaf_samples
         self.cis_weights = read_weights(weights, opened) if weights is not None else None
         proportions = (np.asarray(self.cis_weights['leaf_proportions']) if self.cis_weights
@@ -152,9 +236,16 @@ class ClusteredImportanceDataset(StreamingDataset):
                                remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
                                choose=int(self.leaf_counts[leaf]))
                    for leaf in self.stream_leaves]
-        self._leaf_error: DamagedLeafError | None = None
+        self._leaf_error: DamagedLeafError | UnwritableIndexError | None = None
         kwargs.setdefault('validate_hash', 'xxh64')
         super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)
+        hashed = sum(stream.opened.hashed for stream in streams)
+        unrecorded = sum(stream.opened.unrecorded for stream in streams)
+        if hashed:
+            log.info('verified %d decompressed shard(s) new or changed since their last check', hashed)
+        if unrecorded:
+            warnings.warn(f'{unrecorded} decompressed shard(s) verified, but the verification cannot be recorded '
+                          f'(read-only index): they are hashed again at every open', stacklevel=2)
 
     def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
         """The leaf each global sample id is drawn from."""
@@ -162,23 +253,54 @@ class ClusteredImportanceDataset(StreamingDataset):
         return self.stream_leaves[np.asarray(self.stream_per_shard)[shards]]
 
     def __getitem__(self, sample_id: int) -> dict[str, Any]:
-        """{'input_ids': LongTensor[max_seq_len]}, plus 'sample_id' (an int) if asked for.
+        """{'input_ids': LongTensor[max_seq_len]}, or [k, max_seq_len] for a sample split into k
+        sequences; plus 'sample_id' if asked for (an int, or k copies of it as a LongTensor[k]).
 
         Kept lean: on short samples Streaming's own read is ~30 us, so every microsecond shows.
         """
         try:
             tokens = super().__getitem__(sample_id)['tokens']
+        except (DamagedLeafError, UnwritableIndexError):
+            raise
         except RuntimeError:
             # Streaming reports a failed background download only as "Background thread failed".
             if self._leaf_error is not None:
                 raise self._leaf_error from None
             raise
-        if len(tokens) > self.max_seq_len:
+        except Exception as err:  # Streaming's MDS decoder, on bytes damaged after they were verified
+            if not -self.num_samples <= sample_id < self.num_samples:
+                raise  # a wrong sample id, not a damaged shard
+            raise self._damaged_sample(sample_id % self.num_samples,
+                                       f'cannot be decoded ({type(err).__name__}: {err})') from err
+        as_unsigned = tokens.view(self._unsigned)  # int32: a negative token becomes a huge one
+        if len(tokens) != self.seq_len or as_unsigned[as_unsigned.argmax()] >= self.vocab_size:  # half max()'s cost
+            raise self._damaged_sample(sample_id, self._token_problem(tokens))
+        k = self.sequences_per_sample
+        if k == 1 and self.max_seq_len < self.seq_len:
             tokens = tokens[:self.max_seq_len]
-        item = {'input_ids': torch.from_numpy(tokens.astype(np.int64))}
+        input_ids = torch.from_numpy(tokens.astype(np.int64))
+        item = {'input_ids': input_ids.view(k, self.max_seq_len) if k > 1 else input_ids}
         if self.sample_ids:
-            item['sample_id'] = sample_id
+            item['sample_id'] = torch.full((k,), int(sample_id)) if k > 1 else sample_id
         return item
+
+    def _token_problem(self, tokens: np.ndarray) -> str:
+        if len(tokens) != self.seq_len:
+            return f'has {len(tokens):,} tokens, not {self.seq_len:,}'
+        bad = np.flatnonzero(tokens.view(self._unsigned) >= self.vocab_size)
+        return (f'holds {len(bad)} token(s) outside the vocabulary of {self.vocab_size:,} (first: '
+                f'{int(tokens[bad[0]])} at position {bad[0]})')
+
+    def _damaged_sample(self, sample_id: int, problem: str) -> DamagedLeafError:
+        """A sample that fails to decode or holds impossible tokens: its leaf, shard file and position."""
+        shard_id, index = self.spanner[sample_id]
+        stream = self.streams[self.stream_per_shard[shard_id]]
+        path = os.path.join(stream.local, self.shards[shard_id].file_pairs[0][0].basename)
+        root = os.path.dirname(os.path.dirname(stream.local))
+        return DamagedLeafError(
+            f'leaf {stream.leaf}: sample {index} of {path} {problem}: the decompressed shard is damaged. '
+            f'Delete it (the next read makes it again from the compressed shard, checking that one first) '
+            f'and run `cis-stream verify {root}` to check the whole index')
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
         """Streaming's download/verify/unpack of a shard, with failures naming the leaf and file."""
@@ -192,13 +314,16 @@ class ClusteredImportanceDataset(StreamingDataset):
             stream = self.streams[self.stream_per_shard[shard_id]]
             names = [info.basename for pair in self.shards[shard_id].file_pairs for info in pair if info]
             path = os.path.join(stream.local, names[-1])
-            if not stream.remote and not any(os.path.exists(os.path.join(stream.local, n)) for n in names):
-                what = f'{path} is missing'
-            elif 'Checksum failure' in str(err):
-                what = f'{path} does not match its xxh64 hash in index.json (corrupt or truncated)'
+            if isinstance(err, OSError) and err.errno in UNWRITABLE:
+                self._leaf_error = _unwritable(stream, err)
             else:
-                what = f'shard {path}'
-            self._leaf_error = _leaf_failure(stream.leaf, stream, what, err)
+                if not stream.remote and not any(os.path.exists(os.path.join(stream.local, n)) for n in names):
+                    what = f'{path} is missing'
+                elif 'Checksum failure' in str(err):
+                    what = f'{path} does not match its xxh64 hash in index.json (corrupt or truncated)'
+                else:
+                    what = f'shard {path}'
+                self._leaf_error = _leaf_failure(stream.leaf, stream, what, err)
             if hasattr(self, '_event'):
                 # Mid-epoch, stop the epoch now, whichever thread failed first: Streaming only does
                 # that when its own threads fail, so a failure first met by the reading thread would
@@ -214,7 +339,9 @@ class ClusteredImportanceDataset(StreamingDataset):
             raise self._leaf_error
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        state = super().state_dict(num_samples, from_beginning)
+        """Streaming's resume state. `num_samples` counts training sequences, as Composer's
+        sample_in_epoch does: with samples split into k sequences, that is k per index sample."""
+        state = super().state_dict(num_samples // self.sequences_per_sample, from_beginning)
         state[FINGERPRINT_KEY] = self.cis_fingerprint
         return state
 

@@ -108,7 +108,7 @@ MANIFEST_SPEC = mapping({
     'leaf_indexes_sha256': string(HEX64),
     'options': mapping({
         'embedder': mapping({'name': string(EMBEDDER_NAME), 'config': mapping({})}),
-        'tokenizer': mapping({'eos_id': NONNEG}),
+        'tokenizer': mapping({'eos_id': NONNEG, 'vocab_size': POSITIVE}),
         'window': POSITIVE, 'seq_len': POSITIVE, 'levels': array(POSITIVE, 1), 'seed': integer(),
         'text_field': string(), 'token_column': string(choices=TOKEN_COLUMNS),
     }),

@@ -7,6 +7,7 @@ so llm-foundry picks it up when installed without being a dependency of ours.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
-from cis_stream.dataset import ClusteredImportanceDataset
+from cis_stream.dataset import ClusteredImportanceDataset, open_index, sequences_per_sample
 from cis_stream.format.reader import CISIndex
 from cis_stream.text.readers import Document, expand_inputs, read_documents
 from cis_stream.training.config import check_keys
@@ -25,7 +26,8 @@ CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'm
                     'allow_mixture_change', 'sample_ids', 'shuffle', 'shuffle_seed', 'shuffle_algo',
                     'shuffle_block_size', 'num_canonical_nodes', 'predownload', 'cache_limit',
                     'download_retry', 'download_timeout', 'sampling_method', 'sampling_granularity',
-                    'partition_algo', 'batching_method', 'keep_zip', 'validate_hash', 'replication'}
+                    'partition_algo', 'batching_method', 'keep_zip', 'validate_hash', 'replication',
+                    'split_samples'}
 LOADER_KEYS = {'name', 'dataset', 'drop_last', 'num_workers', 'pin_memory', 'prefetch_factor',
                'persistent_workers', 'timeout'}
 
@@ -39,8 +41,11 @@ def hf_tokenizer(index: CISIndex) -> PreTrainedTokenizerFast:
 
 def collate_causal_lm(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack items (tensors, or ints such as sample ids); labels are the inputs (the causal LM
-    shifts them itself)."""
-    batch = {key: torch.stack([item[key] for item in items]) if torch.is_tensor(items[0][key])
+    shifts them itself). Items that hold the k sequences of one split sample ([k, max_seq_len],
+    sample ids [k]) are concatenated, so a batch is always [sequences, max_seq_len]: Composer then
+    splits microbatches and counts samples and tokens per training sequence."""
+    join = torch.cat if items[0]['input_ids'].dim() == 2 else torch.stack
+    batch = {key: join([item[key] for item in items]) if torch.is_tensor(items[0][key])
              else torch.tensor([item[key] for item in items]) for key in items[0]}
     batch['labels'] = batch['input_ids'].clone()
     return batch
@@ -62,9 +67,14 @@ def _loader_options(cfg: dict) -> dict:
 
 def build_cis_dataloader(cfg: dict[str, Any] | None = None, tokenizer: Any = None,
                          device_batch_size: int = 1, **kwargs: Any) -> DataSpec:
-    """A DataSpec over `ClusteredImportanceDataset(**cfg['dataset'])`.
+    """A DataSpec over `ClusteredImportanceDataset(**cfg['dataset'])`, `device_batch_size` training
+    sequences per batch.
 
-    Accepts llm-foundry's both calling styles: `cfg=` a loader section, or its keys as keywords.
+    Where max_seq_len divides the index's seq_len into k sequences, the loader reads
+    device_batch_size / k index samples per batch (the dataset's and the DataLoader's batch size),
+    so global_train_batch_size keeps counting training sequences. A device batch that is not a
+    multiple of k truncates samples instead, with a warning. Accepts llm-foundry's both calling
+    styles: `cfg=` a loader section, or its keys as keywords.
     """
     cfg = dict(cfg if cfg is not None else kwargs)
     check_keys('train_loader', cfg, LOADER_KEYS)
@@ -72,8 +82,17 @@ def build_cis_dataloader(cfg: dict[str, Any] | None = None, tokenizer: Any = Non
     check_keys('train_loader.dataset', dataset_cfg, CIS_DATASET_KEYS)
     if 'index' not in dataset_cfg:
         raise ValueError('train_loader.dataset.index is required (a published cis_stream index)')
-    dataset = ClusteredImportanceDataset(batch_size=device_batch_size, **dataset_cfg)
-    loader = DataLoader(dataset, batch_size=device_batch_size, collate_fn=collate_causal_lm,
+    seq_len = open_index(dataset_cfg['index'], dataset_cfg.get('local')).manifest['options']['seq_len']
+    split = sequences_per_sample(seq_len, dataset_cfg.get('max_seq_len') or seq_len)
+    split = split if dataset_cfg.get('split_samples', True) else 1
+    if device_batch_size % split:
+        warnings.warn(f'train_loader: the device batch of {device_batch_size} training sequences is not a '
+                      f'multiple of the {split} sequences each {seq_len}-token index sample splits into, so '
+                      f'samples are truncated instead; give each device a multiple of {split} sequences '
+                      f'(global_train_batch_size / processes)', stacklevel=2)
+        dataset_cfg['split_samples'], split = False, 1
+    dataset = ClusteredImportanceDataset(batch_size=device_batch_size // split, **dataset_cfg)
+    loader = DataLoader(dataset, batch_size=device_batch_size // split, collate_fn=collate_causal_lm,
                         **_loader_options(cfg))
     return DataSpec(loader, get_num_tokens_in_batch=_tokens_in_batch)
 

@@ -31,11 +31,24 @@ CALLBACK_KEYS = {'sample_order', 'speed_monitor', 'lr_monitor'}
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c`, creating missing mappings; a number indexes a list (`eval_loaders.0.label=x`)."""
     keys = dotted.split('.')
-    node = cfg
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+    node: Any = cfg
+    for depth, key in enumerate(keys):
+        where = '.'.join(keys[:depth])
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                entries = f'entries 0..{len(node) - 1}' if node else 'no entries (set the whole list instead)'
+                raise ValueError(f'override {dotted!r}: {where} is a list with {entries}, not {key!r}')
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ValueError(f'override {dotted!r}: {where} is {node!r}, not a mapping or a list')
+        if depth == len(keys) - 1:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
 
 
 def load_config(path: str, overrides: list[str]) -> dict:
@@ -135,6 +148,15 @@ def build_callbacks(cfg: dict) -> list:
     return callbacks
 
 
+def fit_microbatch(requested: Any, device_batch: int) -> Any:
+    """`device_train_microbatch_size` where it divides the device batch; else the largest size that
+    does and is not above it (Composer would otherwise warn at every step and run uneven microbatches).
+    'auto' and other non-integers pass through to Composer."""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1 or device_batch % requested == 0:
+        return requested
+    return max(size for size in range(1, min(requested, device_batch) + 1) if device_batch % size == 0)
+
+
 def train(cfg: dict) -> dict:
     """Build everything from `cfg`, fit, and return the final eval metrics per loader."""
     from composer import Evaluator, Trainer
@@ -150,6 +172,12 @@ def train(cfg: dict) -> dict:
     if global_batch % world:
         raise ValueError(f'global_train_batch_size {global_batch} is not divisible by {world} processes')
     device_batch = global_batch // world
+    requested = cfg.get('device_train_microbatch_size', 'auto' if device.name == 'gpu' else device_batch)
+    microbatch = fit_microbatch(requested, device_batch)
+    if microbatch != requested and dist.get_global_rank() == 0:
+        print(f'train.py: device_train_microbatch_size {requested} does not divide the device batch of '
+              f'{device_batch} sequences (global_train_batch_size {global_batch} / {world} processes): '
+              f'using microbatches of {microbatch}', file=sys.stderr, flush=True)
     max_seq_len = int(cfg['max_seq_len'])
     loader_cfg = dict(cfg['train_loader'])
     dataset_cfg = dict(loader_cfg.get('dataset') or {})
@@ -186,8 +214,7 @@ def train(cfg: dict) -> dict:
         schedulers=build_scheduler(cfg.get('scheduler') or {}),
         max_duration=cfg['max_duration'],
         device=device,
-        device_train_microbatch_size=cfg.get('device_train_microbatch_size',
-                                             'auto' if device.name == 'gpu' else device_batch),
+        device_train_microbatch_size=microbatch,
         precision=cfg.get('precision'),
         save_folder=cfg.get('save_folder'),
         save_interval=cfg.get('save_interval', '1ep'),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -26,6 +27,7 @@ def test_index_help():
     for option in ('--out', '--embedder', '--levels', '--window', '--seq-len', '--tokenizer', '--strict',
                    '--overwrite'):
         assert option in result.stdout
+    assert 'seed of every sample and k-means' in ' '.join(result.stdout.split())
 
 
 def test_index_command_publishes_and_summarises(small_corpus, out_dir):
@@ -79,3 +81,62 @@ def test_public_api_names_import_from_the_package():
         assert getattr(cis_stream, name).__name__ == name
     with pytest.raises(AttributeError):
         cis_stream.no_such_name
+
+
+def test_version_comes_from_the_package_metadata():
+    import importlib.metadata
+
+    import cis_stream
+    result = run([os.path.join(BIN, 'cis-stream'), '--version'])
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"cis-stream {importlib.metadata.version('cis_stream')}" == \
+        f'cis-stream {cis_stream.__version__}'
+
+
+# Each bad option through the real command line, then the modules the process had imported.
+CHECK_IMPORTS = '''
+import sys
+from cis_stream.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ('torch', 'streaming', 'faiss', 'sklearn', 'transformers') if m in sys.modules)
+print(code, heavy)
+'''
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--levels', '-4,8'], '--levels [-4, 8]: give positive cluster counts, e.g. 16,256'),
+    (['--levels', '16,4'], '--levels [16, 4]: each level must be a larger multiple of the one above (4 is not a '
+                           'multiple of 16 greater than it)'),
+    (['--window', '-1'], '--window -1: must be a positive number of tokens'),
+    (['--seq-len', '0'], '--seq-len 0: must be a positive number of tokens'),
+    (['--max-doc-bytes', '0'], '--max-doc-bytes 0: must be a positive number of bytes'),
+])
+def test_bad_options_are_reported_before_the_slow_imports(small_corpus, out_dir, args, message):
+    result = run([sys.executable, '-c', CHECK_IMPORTS, 'index', small_corpus.files[0], '--out', out_dir, *args])
+    assert result.stdout.strip() == '2 []', result.stdout + result.stderr
+    assert result.stderr.strip() == f'cis-stream index: error: {message}'
+
+
+def test_a_missing_input_is_reported_before_the_slow_imports(tmp_path):
+    missing = str(tmp_path / 'corpus')
+    result = run([sys.executable, '-c', CHECK_IMPORTS, 'index', missing, '--out', str(tmp_path / 'idx')])
+    assert result.stdout.strip() == '2 []'
+    assert result.stderr.strip() == f'cis-stream index: error: {missing}: no such file or directory'
+
+
+def test_ctrl_c_is_one_line_and_exit_130(small_corpus, tmp_path):
+    from test_build_safety import start_gated, wait_for_staging
+    out = str(tmp_path / 'index')
+    build = start_gated(str(tmp_path / 'never'), 'cli', 'index', small_corpus.root, '--out', out,
+                        '--levels', '2,4', '--window', '64')
+    try:
+        wait_for_staging(build, out)
+        build.send_signal(signal.SIGINT)
+        _, stderr = build.communicate(timeout=120)
+    finally:
+        build.kill()
+    assert build.returncode == 130, stderr
+    assert 'Traceback' not in stderr
+    assert stderr.strip().splitlines()[-2:] == [
+        f'WARNING cis_stream.index: indexing stopped; the work done is kept in {out}.building: run the same command '
+        f'again to resume (or pass --restart to start over)', 'cis-stream index: interrupted']

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.mixture import capped_counts, largest_remainder
-from cis_stream.training.loaders import collate_causal_lm
+from cis_stream.training.loaders import build_cis_dataloader, collate_causal_lm
 from cis_stream.weights import read_weights
 
 COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1, sample_ids=True)
@@ -151,3 +151,56 @@ def test_remote_start_up_uses_the_leaf_index_bundle_and_checks_it(mix_index, mix
     (remote / 'leaf_indexes.json.zst').write_bytes(b'not the bundle')
     with pytest.raises(ValueError, match='does not match the manifest'):
         ClusteredImportanceDataset(str(remote), mix_weights, local=str(tmp_path / 'cache2'), **COMMON)
+
+
+# A max_seq_len shorter than the index samples (issue 12, item 8) ------------------------------------
+
+def test_a_shorter_max_seq_len_splits_each_sample_and_drops_no_token(mix_index, mix_weights):
+    """64-token samples, 16-token training sequences: each sample gives 4, in order, none lost."""
+    seq_len = mix_index.manifest['options']['seq_len']
+    dataset = {'index': mix_index.root, 'weights': mix_weights, 'epoch_size': 400, 'num_canonical_nodes': 1,
+               'shuffle': True, 'shuffle_seed': 11, 'sample_ids': True}
+    split = build_cis_dataloader(device_batch_size=8, dataset=dict(dataset, max_seq_len=16))
+    whole = build_cis_dataloader(device_batch_size=2, dataset=dataset)  # the same 2 index samples a batch
+    assert split.dataloader.batch_size == 2 and split.dataloader.dataset.sequences_per_sample == 4
+    tokens = 0
+    for ours, theirs in zip(split.dataloader, whole.dataloader, strict=True):
+        assert ours['input_ids'].shape == (8, 16) and torch.equal(ours['labels'], ours['input_ids'])
+        assert torch.equal(ours['input_ids'].reshape(2, seq_len), theirs['input_ids'])
+        assert ours['sample_id'].tolist() == theirs['sample_id'].repeat_interleave(4).tolist()
+        tokens += split.get_num_tokens_in_batch(ours)
+    assert tokens == 400 * seq_len  # every token of the epoch is trained on
+
+
+def test_a_split_dataset_resumes_from_composers_count_of_training_sequences(mix_index, mix_weights):
+    options = dict(COMMON, batch_size=2, max_seq_len=16)
+    loader = DataLoader(ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **options),
+                        batch_size=2, collate_fn=collate_causal_lm)
+    full = [int(i) for batch in loader for i in batch['sample_id'][::4]]
+    first = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **options)
+    iterator = iter(DataLoader(first, batch_size=2, collate_fn=collate_causal_lm))
+    for _ in range(5):
+        next(iterator)
+    state = first.state_dict(5 * 8, True)  # Composer's sample_in_epoch: 5 batches of 8 sequences
+    assert state['sample_in_epoch'] == 10
+    resumed = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=400, **options)
+    resumed.load_state_dict(state)
+    assert [int(item['sample_id'][0]) for item in resumed] == full[10:]
+
+
+def test_truncation_is_a_loud_warning_with_the_numbers(mix_index, mix_weights):
+    with pytest.warns(UserWarning, match=r'max_seq_len 48 is shorter than the index samples of 64 tokens and it '
+                                         r'does not divide 64: every sample is truncated, dropping 16 of its 64 '
+                                         r'tokens \(25\.0% of the data\)'):
+        dataset = ClusteredImportanceDataset(mix_index.root, mix_weights, max_seq_len=48, **COMMON)
+    assert dataset[0]['input_ids'].shape == (48,)
+    config = {'index': mix_index.root, 'weights': mix_weights, 'max_seq_len': 16, 'num_canonical_nodes': 1}
+    with pytest.warns(UserWarning) as caught:
+        spec = build_cis_dataloader(device_batch_size=6, dataset=config)
+    messages = [str(w.message) for w in caught]
+    assert any('device batch of 6 training sequences is not a multiple of the 4 sequences each 64-token index '
+               'sample splits into' in m for m in messages), messages
+    assert any('split_samples=False: every sample is truncated, dropping 48 of its 64 tokens (75.0% of the '
+               'data)' in m for m in messages), messages
+    batch = next(iter(spec.dataloader))
+    assert batch['input_ids'].shape == (6, 16) and spec.get_num_tokens_in_batch(batch) == 96

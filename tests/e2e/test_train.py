@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from tests.helpers import REPO_ROOT
+from cis_stream.training.train import fit_microbatch, load_config, main
 
-TRAIN = os.path.join(REPO_ROOT, 'train.py')
-YAML = os.path.join(REPO_ROOT, 'yamls', 'cis.yaml')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, 'train.py')
+YAML = os.path.join(ROOT, 'yamls', 'cis.yaml')
 COMPOSER = os.path.join(os.path.dirname(sys.executable), 'composer')
 
 
@@ -32,18 +33,20 @@ def _overrides(index, weights, out, steps=12, **extra):
 
 def _run(args, processes=1, **kwargs):
     launcher = [COMPOSER, '-n', str(processes)] if processes > 1 else [sys.executable]
-    return subprocess.run(launcher + [TRAIN, YAML] + args, capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
+    return subprocess.run(launcher + [TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
-def _global_order(path):
+def _global_order(path, split=1):
     """Per step, the global batch: rank r holds positions r, r + world, ... (Streaming's split).
 
-    A step logged twice (replayed after a resume) keeps its last record.
+    A step logged twice (replayed after a resume) keeps its last record. With index samples split
+    into `split` training sequences, each sample's id is logged once per sequence, in a row.
     """
     steps = {}
     for line in open(path, encoding='utf-8'):
         record = json.loads(line)
-        ranks = record['ids']
+        ranks = [ids[::split] for ids in record['ids']]
+        assert all(ids == [i for i in ids[::split] for _ in range(split)] for ids in record['ids'])
         steps[(record['epoch'], record['batch'])] = [r[i] for i in range(len(ranks[0])) for r in ranks]
     return [steps[key] for key in sorted(steps)]
 
@@ -79,7 +82,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
 
     run = tmp_path / 'killed'
     args = _overrides(mix_index.root, mix_weights, run, steps, autoresume='true', save_overwrite='false')
-    process = subprocess.Popen([sys.executable, TRAIN, YAML] + args, cwd=REPO_ROOT,
+    process = subprocess.Popen([sys.executable, TRAIN, YAML] + args, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     order_file = run / 'order.jsonl'
     deadline = time.time() + 300
@@ -92,7 +95,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
     logged = sum(1 for _ in open(order_file))
     assert process.returncode == -signal.SIGKILL and logged < steps, 'the run was not killed mid-epoch'
 
-    result = subprocess.run([sys.executable, TRAIN, YAML] + args, capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run([sys.executable, TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _global_order(order_file) == expected
     resumed_from = json.loads(open(order_file).readlines()[logged])['batch']
@@ -114,3 +117,35 @@ def test_yaml_typos_are_named_with_a_suggestion(mix_index, mix_weights, tmp_path
     assert "unknown key 'max_durration'" in result.stderr and "did you mean 'max_duration'" in result.stderr
     result = _run(_overrides(mix_index.root, mix_weights, tmp_path) + ['train_loader.dataset.wieghts=x'])
     assert result.returncode == 2 and "'wieghts'" in result.stderr and "'weights'" in result.stderr
+
+
+def test_split_samples_keep_the_global_order_for_one_or_two_processes(mix_index, mix_weights, tmp_path):
+    """max_seq_len 32 on 64-token samples: 8 training sequences a step are 4 index samples, on 1
+    process or on 2 (4 sequences each, where the asked microbatch of 8 is cut to 4 without warnings)."""
+    orders = []
+    for processes in (1, 2):
+        out = tmp_path / f'{processes}'
+        args = _overrides(mix_index.root, mix_weights, out, steps=6, max_seq_len=32,
+                          device_train_microbatch_size=8)
+        result = _run(args, processes=processes)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert 'Cannot split tensor' not in result.stderr and 'truncated' not in result.stderr
+        orders.append(_global_order(out / 'order.jsonl', split=2))
+    assert 'device_train_microbatch_size 8 does not divide the device batch of 4 sequences' in result.stderr
+    assert len(orders[0]) == 6 and all(len(batch) == 4 for batch in orders[0])
+    assert orders[0] == orders[1]
+
+
+def test_the_microbatch_is_cut_to_divide_the_device_batch():
+    assert [fit_microbatch(m, 12) for m in (12, 6, 16, 8, 5, 1)] == [12, 6, 12, 6, 4, 1]
+    assert fit_microbatch('auto', 12) == 'auto'
+
+
+def test_overrides_reach_into_lists_by_index(tmp_path, capsys):
+    cfg = load_config(YAML, ['eval_loaders.0.label=x', 'eval_loaders.1.dataset.text_field=body'])
+    assert cfg['eval_loaders'][0]['label'] == 'x' and cfg['eval_loaders'][1]['dataset']['text_field'] == 'body'
+    with pytest.raises(ValueError, match=r"override 'max_seq_len.x': max_seq_len is 128, not a mapping or a list"):
+        load_config(YAML, ['max_seq_len.x=1'])
+    assert main([YAML, 'eval_loaders.2.label=x']) == 2
+    assert capsys.readouterr().err == ("train.py: error: override 'eval_loaders.2.label': eval_loaders is a list "
+                                       "with entries 0..1, not '2'\n")
