@@ -35,32 +35,39 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    # The defaults are IndexOptions' own (a light import: options are checked before the slow ones).
+    from cis_stream.index.options import IndexOptions
+    default = IndexOptions()
     parser.add_argument('inputs', nargs='+', metavar='INPUT',
                         help='.jsonl/.json (JSON lines) or .txt files, plain or .gz/.zst/.bz2, directories or '
                              'globs (other files in a directory are skipped and listed)')
     parser.add_argument('--out', required=True, help='directory of the index to publish')
-    parser.add_argument('--embedder', default='lsi',
+    parser.add_argument('--embedder', default=default.embedder,
                         help='lsi (fast, model-free), minilm (SBERT all-MiniLM-L6-v2, the paper) or '
                              'package.module:Class (your own)')
-    parser.add_argument('--levels', type=_int_list, default=[16, 256],
-                        help='clusters per level, each a multiple of the one above (default 16,256)')
-    parser.add_argument('--window', type=int, default=1024, help='tokens per window (default 1024)')
+    parser.add_argument('--levels', type=_int_list, default=default.levels,
+                        help='clusters per level, each a multiple of the one above '
+                             f"(default {','.join(map(str, default.levels))})")
+    parser.add_argument('--window', type=int, default=default.window,
+                        help=f'tokens per window (default {default.window})')
     parser.add_argument('--seq-len', type=int, default=None, help='tokens per sample (default: --window)')
     parser.add_argument('--tokenizer', default=None,
                         help='a tokenizer.json or a folder with one (default: GPT-2 BPE)')
     parser.add_argument('--eos-token', default=None, help='end-of-text token of --tokenizer')
-    parser.add_argument('--text-field', default='text', help='JSON field holding the text (default text)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of every sample and k-means initialisation (default 0)')
-    parser.add_argument('--max-doc-bytes', type=int, default=None,
-                        help='longest document (a .jsonl line or a .txt file) indexed; longer ones are '
-                             'rejected and counted (default 8 MiB; tokenising takes ~200 bytes of memory per byte)')
+    parser.add_argument('--text-field', default=default.text_field,
+                        help=f'JSON field holding the text (default {default.text_field})')
+    parser.add_argument('--seed', type=int, default=default.seed,
+                        help=f'seed of every sample and k-means initialisation (default {default.seed})')
+    parser.add_argument('--max-doc-bytes', type=int, default=default.max_doc_bytes,
+                        help='longest document (a .jsonl line or a .txt file) indexed; longer ones are rejected '
+                             f'and counted (default {default.max_doc_bytes >> 20} MiB; tokenising takes ~200 bytes '
+                             'of memory per byte)')
     parser.add_argument('--exclude', nargs='+', action='extend', default=[], metavar='EVAL_FILE',
                         help='evaluation files (same formats as inputs) whose text must not be indexed: '
                              'exact copies are dropped, and every window sharing an --exclude-ngram word '
                              'run with them (repeatable; put it after the inputs)')
-    parser.add_argument('--exclude-ngram', type=int, default=None, metavar='N',
-                        help='words in a shared run that drops a window (default 13)')
+    parser.add_argument('--exclude-ngram', type=int, default=default.exclude_ngram, metavar='N',
+                        help=f'words in a shared run that drops a window (default {default.exclude_ngram})')
     parser.add_argument('--strict', action='store_true',
                         help='stop at the first bad record, or at a file under the inputs that would be skipped')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing index at --out')
@@ -77,10 +84,8 @@ def run_index(args: argparse.Namespace) -> int:
     from cis_stream.text.readers import find_inputs
     options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
-                           text_field=args.text_field, seed=args.seed,
-                           exclude=args.exclude,
-                           **({'max_doc_bytes': args.max_doc_bytes} if args.max_doc_bytes is not None else {}),
-                           **({'exclude_ngram': args.exclude_ngram} if args.exclude_ngram is not None else {}))
+                           text_field=args.text_field, seed=args.seed, exclude=args.exclude,
+                           max_doc_bytes=args.max_doc_bytes, exclude_ngram=args.exclude_ngram)
     options.validate()
     find_inputs(args.inputs, args.strict)
     from cis_stream.index.job import build_index

@@ -15,12 +15,16 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
 
 from cis_stream.embedders.base import Embedder, l2_normalise
+from cis_stream.format.layout import staging_dir
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -302,3 +306,37 @@ class VocabEmbedder(Embedder):
         cls.loaded_from.append(state_dir)
         with np.load(os.path.join(state_dir, 'vocab.npz'), allow_pickle=False) as state:
             return cls(**config, vocab=state['vocab'].tolist())
+
+
+# A build whose reading waits for a file to appear: it holds its lock meanwhile.
+GATED_BUILD = '''
+import json, os, sys, time
+import cis_stream.index.job as index
+real = index.read_part
+def gated(*args, **kwargs):
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.05)
+    return real(*args, **kwargs)
+index.read_part = gated
+if sys.argv[2] == 'cli':
+    from cis_stream.cli import main
+    sys.exit(main(sys.argv[3:]))
+built = index.build_index([sys.argv[3]], sys.argv[4], **json.loads(sys.argv[5]))
+print(built.fingerprint)
+'''
+
+
+def start_gated(go: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-c', GATED_BUILD, go, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'},
+                            cwd=REPO_ROOT)
+
+
+def wait_for_staging(process: subprocess.Popen, out: str) -> None:
+    """Until the build has locked and started its staging directory."""
+    job = os.path.join(staging_dir(out), '_work', 'job.json')
+    deadline = time.monotonic() + 240
+    while not os.path.exists(job):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, 'the first build never started'
+        time.sleep(0.05)

@@ -18,7 +18,7 @@ from cis_stream.format.publish import BuildLockedError, lock_staging
 from cis_stream.index.job import build_index
 from cis_stream.report.summary import index_summary as summary
 from cis_stream.text.readers import InputError
-from tests.helpers import REPO_ROOT, SMALL_OPTIONS, json_line, leftovers, snapshot, write_lines
+from tests.helpers import SMALL_OPTIONS, json_line, leftovers, snapshot, start_gated, wait_for_staging, write_lines
 
 BIN = os.path.dirname(sys.executable)
 
@@ -74,40 +74,6 @@ def test_overwrite_replaces_only_an_index(tmp_path, small_corpus, kind):
 
 
 # One build of an --out at a time -------------------------------------------------------------------
-
-# A build whose reading waits for a file to appear: it holds its lock meanwhile.
-GATED_BUILD = '''
-import json, os, sys, time
-import cis_stream.index.job as index
-real = index.read_part
-def gated(*args, **kwargs):
-    while not os.path.exists(sys.argv[1]):
-        time.sleep(0.05)
-    return real(*args, **kwargs)
-index.read_part = gated
-if sys.argv[2] == 'cli':
-    from cis_stream.cli import main
-    sys.exit(main(sys.argv[3:]))
-built = index.build_index([sys.argv[3]], sys.argv[4], **json.loads(sys.argv[5]))
-print(built.fingerprint)
-'''
-
-
-def start_gated(go: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-c', GATED_BUILD, go, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'},
-                            cwd=REPO_ROOT)
-
-
-def wait_for_staging(process: subprocess.Popen, out: str) -> None:
-    """Until the build has locked and started its staging directory."""
-    job = os.path.join(staging_dir(out), '_work', 'job.json')
-    deadline = time.monotonic() + 240
-    while not os.path.exists(job):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, 'the first build never started'
-        time.sleep(0.05)
-
 
 def test_a_second_build_of_the_same_out_fails_at_once_and_the_first_publishes(small_corpus, small_index, tmp_path):
     out, go = str(tmp_path / 'index'), str(tmp_path / 'go')

@@ -125,7 +125,7 @@ def test_a_missing_input_is_reported_before_the_slow_imports(tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_exit_130(small_corpus, tmp_path):
-    from test_build_safety import start_gated, wait_for_staging
+    from tests.helpers import start_gated, wait_for_staging
     out = str(tmp_path / 'index')
     build = start_gated(str(tmp_path / 'never'), 'cli', 'index', small_corpus.root, '--out', out,
                         '--levels', '2,4', '--window', '64')
@@ -138,5 +138,5 @@ def test_ctrl_c_is_one_line_and_exit_130(small_corpus, tmp_path):
     assert build.returncode == 130, stderr
     assert 'Traceback' not in stderr
     assert stderr.strip().splitlines()[-2:] == [
-        f'WARNING cis_stream.index: indexing stopped; the work done is kept in {out}.building: run the same command '
+        f'WARNING cis_stream.index.job: indexing stopped; the work done is kept in {out}.building: run the same command '
         f'again to resume (or pass --restart to start over)', 'cis-stream index: interrupted']

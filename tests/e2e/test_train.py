@@ -11,8 +11,9 @@ import time
 import pytest
 
 from cis_stream.training.train import fit_microbatch, load_config, main
+from tests.helpers import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TRAIN = os.path.join(ROOT, 'train.py')
 YAML = os.path.join(ROOT, 'yamls', 'cis.yaml')
 COMPOSER = os.path.join(os.path.dirname(sys.executable), 'composer')
