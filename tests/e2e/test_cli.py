@@ -138,5 +138,5 @@ def test_ctrl_c_is_one_line_and_exit_130(small_corpus, tmp_path):
     assert build.returncode == 130, stderr
     assert 'Traceback' not in stderr
     assert stderr.strip().splitlines()[-2:] == [
-        f'WARNING cis_stream.index.job: indexing stopped; the work done is kept in {out}.building: run the same command '
-        f'again to resume (or pass --restart to start over)', 'cis-stream index: interrupted']
+        f'WARNING cis_stream.index.job: indexing stopped; the work done is kept in {out}.building: run the same '
+        f'command again to resume (or pass --restart to start over)', 'cis-stream index: interrupted']
