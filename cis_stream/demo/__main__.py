@@ -24,7 +24,8 @@ import time
 from cis_stream.cli import main as cli_main
 from cis_stream.demo.corpora import make_wiki_split
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root (train.py and yamls/ live there): cis_stream/demo/__main__.py is three levels below it.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _cli(argv: list[str]) -> None:
