@@ -4,6 +4,7 @@ modules of cis_stream/, and nothing that unpickles or loads YAML unsafely anywhe
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -120,3 +121,10 @@ def test_no_pickle_or_unsafe_loading_in_the_code():
     scanned = {str(path.relative_to(REPO_ROOT)) for path in shipped}
     assert {'cis_stream/dataset.py', 'cis_stream/format/reader.py', 'train.py'} <= scanned  # the scan saw them
     assert FORBIDDEN.search('state = torch.load(path)') and FORBIDDEN.search('yaml.load(text, Loader=yaml.Loader)')
+
+
+def test_the_demo_finds_train_py_and_the_yamls():
+    """`make demo` runs train.py with yamls/ from the repository root (a moved module once lost them)."""
+    from cis_stream.demo.__main__ import ROOT
+    assert os.path.isfile(os.path.join(ROOT, 'train.py'))
+    assert all(os.path.isfile(os.path.join(ROOT, 'yamls', name)) for name in ('cis.yaml', 'uniform.yaml'))
