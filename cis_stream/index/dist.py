@@ -2,7 +2,7 @@
 
 Data moves between ranks through the index's staging directory, which every rank must see (one
 machine, or a shared file system across nodes, as for any multi-node output); so do the claims by
-which ranks share out the parts (`index._Job._claim`). torch.distributed
+which ranks share out the parts (`index.job.IndexJob._claim`). torch.distributed
 only carries barriers and small count reductions: gloo on CPU, nccl on GPU.
 Without WORLD_SIZE > 1 in the environment everything here is a no-op, so one code path serves
 one process and many.

@@ -107,7 +107,7 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
             _warn_before(options, found)
         with _job_lock(group, out):
             _check_replaceable(out, overwrite)
-            job = _Job(found.files, out, options, strict, progress, group, restart, part_bytes, found.skipped)
+            job = IndexJob(found.files, out, options, strict, progress, group, restart, part_bytes, found.skipped)
             try:
                 manifest = job.run()
             except ValueError:
@@ -165,8 +165,9 @@ def _check_replaceable(out: str, overwrite: bool) -> None:
                               f'away yourself') from None
 
 
-class _Job(PartWork):
-    """One indexing run, on one rank of the process group."""
+class IndexJob(PartWork):
+    """One indexing run, on one rank of the process group (public so that tests and tools can drive
+    ranks as threads; `build_index` is the entry point)."""
 
     def __init__(self, files, out, options, strict, progress, group, restart, part_bytes, skipped=()):
         self.files, self.out, self.options, self.strict = files, out, options, strict

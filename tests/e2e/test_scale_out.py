@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cis_stream.format.reader import CISIndex
-from cis_stream.index.job import _Job
+from cis_stream.index.job import IndexJob
 from cis_stream.index.options import IndexOptions
 from tests.helpers import WIKI_LEVELS, WIKI_WINDOW
 
@@ -166,8 +166,8 @@ def test_a_slow_rank_does_fewer_parts_and_each_part_is_done_once(wiki_records, t
     barrier = threading.Barrier(2)
     done: dict[int, list[int]] = {0: [], 1: []}
 
-    def run_rank(rank: int, seconds_per_part: float) -> _Job:
-        job = _Job(files, str(tmp_path / 'index'), IndexOptions(), strict=False, progress=False,
+    def run_rank(rank: int, seconds_per_part: float) -> IndexJob:
+        job = IndexJob(files, str(tmp_path / 'index'), IndexOptions(), strict=False, progress=False,
                    group=ThreadRank(rank, barrier), restart=False, part_bytes=1)  # one part per file
 
         def work(part: int) -> None:
@@ -191,8 +191,9 @@ def test_fewer_parts_than_processes_is_named(wiki_records, tmp_path, caplog):
     path.write_text(''.join(json.dumps({'text': r['text']}) + '\n' for r in wiki_records[:50]))
     barrier = threading.Barrier(2)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        ranks = [pool.submit(_Job, [str(path)], str(tmp_path / 'index'), IndexOptions(), strict=False, progress=False,
-                             group=ThreadRank(rank, barrier), restart=False, part_bytes=None) for rank in (0, 1)]
+        ranks = [pool.submit(IndexJob, [str(path)], str(tmp_path / 'index'), IndexOptions(), strict=False,
+                             progress=False, group=ThreadRank(rank, barrier), restart=False, part_bytes=None)
+                 for rank in (0, 1)]
         assert [len(rank.result().parts) for rank in ranks] == [1, 1]
     warnings = [r.getMessage() for r in caplog.records if 'part(s) of input' in r.getMessage()]
     assert warnings == ['1 part(s) of input for 2 processes: 1 process(es) will have no input to read or embed. '
