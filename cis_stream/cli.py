@@ -135,7 +135,16 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
                         help='mix this fraction of the generalist histogram into the target (0..1)')
     parser.add_argument('--max-repeat', type=float, default=None,
                         help='cap expected passes over any leaf for a --tokens budget')
-    parser.add_argument('--tokens', type=int, default=None, help='training token budget for --max-repeat')
+    parser.add_argument('--tokens', type=int, default=None,
+                        help='training token budget for --max-repeat and --specialist-repeats')
+    parser.add_argument('--specialist-repeats', type=float, default=None, metavar='R',
+                        help='mix the specialist sample itself in as one more stream, at the share that shows it '
+                             'R times in --tokens (built beside the weights file as NAME.specialist/)')
+    parser.add_argument('--specialist-fraction', type=float, default=None, metavar='F',
+                        help='mix the specialist sample in at a fixed share F of the mixture (0 < F < 1)')
+    parser.add_argument('--no-decontaminate', dest='decontaminate', action='store_false',
+                        help="mix the specialist sample in without screening it against the index's eval files "
+                             '(by default it is screened, like the index)')
     parser.add_argument('--text-field', default='text',
                         help='JSON field holding the text of the specialist files (default text)')
     parser.add_argument('-o', '--output', required=True, help='the weights file to write (NAME.weights.json)')
@@ -153,8 +162,10 @@ def run_weights(args: argparse.Namespace) -> int:
     tasks = [parse_task(spec) for spec in args.task] or [(args.specialist, 1.0)]
     options = WeightOptions(level=args.level, smoothing=args.smoothing, max_repeat=args.max_repeat,
                             tokens=args.tokens, text_field=args.text_field,
+                            specialist_repeats=args.specialist_repeats,
+                            specialist_fraction=args.specialist_fraction, decontaminate=args.decontaminate,
                             **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster is not None else {}))
-    weights = compute_weights(args.index, tasks, options)
+    weights = compute_weights(args.index, tasks, options, args.output)
     write_weights(weights, args.output)
     print(weights_summary(weights))
     print(f'wrote {args.output}')

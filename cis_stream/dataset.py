@@ -36,6 +36,7 @@ from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import check_leaf_shards
 from cis_stream.format.verify import check_decompressed, record
 from cis_stream.mixture import capped_counts
+from cis_stream.specialist import open_stream
 from cis_stream.weights import read_weights
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,11 @@ def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size
                         max_repeat: float | None) -> str:
     """Short id of what decides the sample order besides Streaming's own knobs."""
     proportions = None if weights is None else weights['leaf_proportions']
-    blob = json.dumps([index_fingerprint, proportions, epoch_size, max_repeat], sort_keys=True)
+    mixed = [index_fingerprint, proportions, epoch_size, max_repeat]
+    stream = weights.get('specialist') if weights else None
+    if stream:  # only then: fingerprints of mixtures without a specialist stream stay as they were
+        mixed += [stream['fingerprint'], stream['fraction']]
+    blob = json.dumps(mixed, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -171,7 +176,9 @@ class ClusteredImportanceDataset(StreamingDataset):
         index: an index directory, or with `local` set, a remote (s3://..., gs://..., or a
             directory) that Streaming downloads from into `local`.
         weights: a `*.weights.json` made for this index, or None for the uniform generalist
-            baseline (each leaf in proportion to its size), through the same code.
+            baseline (each leaf in proportion to its size), through the same code. If the weights
+            mix in the specialist sample (`--specialist-repeats`), its stream is read from beside
+            the weights file, as leaf number `cis_index.num_leaves`.
         epoch_size: samples per epoch (default: the index's total samples).
         max_seq_len: tokens per training sequence (default: the index's seq_len). Where it divides
             seq_len, each item holds all seq_len / max_seq_len sequences of a sample, shape
@@ -225,6 +232,13 @@ class ClusteredImportanceDataset(StreamingDataset):
         proportions = (np.asarray(self.cis_weights['leaf_proportions']) if self.cis_weights
                        else leaf_samples / leaf_samples.sum())
         epoch_size = int(epoch_size or leaf_samples.sum())
+        # The specialist stream, if the weights mix it in, is leaf number num_leaves (leaf_of says so).
+        stream_record = self.cis_weights.get('specialist') if self.cis_weights else None
+        self.specialist = open_stream(weights, stream_record, opened) if stream_record else None
+        if self.specialist:
+            share = stream_record['fraction']
+            proportions = np.append(proportions * (1 - share), share)
+            leaf_samples = np.append(leaf_samples, self.specialist.leaf_samples)
         self.leaf_counts = capped_counts(proportions, epoch_size, leaf_samples, max_repeat)
         self.stream_leaves = np.flatnonzero(self.leaf_counts)
         self.allow_mixture_change = allow_mixture_change
@@ -235,6 +249,9 @@ class ClusteredImportanceDataset(StreamingDataset):
                                local=opened.leaf_path(leaf),
                                remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
                                choose=int(self.leaf_counts[leaf]))
+                   if leaf < opened.num_leaves else
+                   _LeafStream(f'specialist ({self.specialist.root})', token_column, int(leaf_samples[leaf]),
+                               local=self.specialist.leaf_path(0), choose=int(self.leaf_counts[leaf]))
                    for leaf in self.stream_leaves]
         self._leaf_error: DamagedLeafError | UnwritableIndexError | None = None
         kwargs.setdefault('validate_hash', 'xxh64')
@@ -248,7 +265,7 @@ class ClusteredImportanceDataset(StreamingDataset):
                           f'(read-only index): they are hashed again at every open', stacklevel=2)
 
     def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
-        """The leaf each global sample id is drawn from."""
+        """The leaf each global sample id is drawn from (num_leaves: the specialist stream)."""
         shards = np.asarray([self.spanner[int(i)][0] for i in np.atleast_1d(sample_ids)], dtype=np.int64)
         return self.stream_leaves[np.asarray(self.stream_per_shard)[shards]]
 

@@ -4,7 +4,9 @@ CRISP step 3: the specialist sample goes down the index's own tree (same tokeniz
 embedder); its histogram P(c|spec) at a level L, optionally smoothed with P(c|gen) and mixed
 over several tasks, is the target. Each level-L node's mass is spread over the leaves below it
 in proportion to their generalist sample counts (uniform inside the cluster). An optional
-max-repeat cap bounds the passes over any leaf for a token budget.
+max-repeat cap bounds the passes over any leaf for a token budget. Optionally the specialist
+sample itself joins the mixture as one more stream (specialist.py), at a fixed fraction or at the
+fraction that repeats it a given number of times over the budget.
 
 The weights file is a pure function of (index fingerprint, specialist inputs, options): no
 timestamps, canonical JSON, so the same inputs give the same bytes.
@@ -21,8 +23,9 @@ import numpy as np
 
 from cis_stream.format.files import canonical_json, replacing, sha256_file
 from cis_stream.format.reader import CISIndex
-from cis_stream.format.validate import WEIGHTS_ADVICE, check_proportions, check_weights
+from cis_stream.format.validate import WEIGHTS_ADVICE, check_proportions, check_specialist, check_weights
 from cis_stream.mixture import cap_proportions
+from cis_stream.specialist import build_stream, fraction_for, stream_record
 from cis_stream.text.readers import Document, expand_inputs, read_documents
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,15 @@ class WeightOptions:
     max_repeat: float | None = None
     tokens: int | None = None
     text_field: str = 'text'
+    # The specialist sample as a stream of its own (specialist.py): passes over it in --tokens, or a
+    # fixed share of the mixture; screened against the index's eval files unless decontaminate=False.
+    specialist_repeats: float | None = None
+    specialist_fraction: float | None = None
+    decontaminate: bool = True
+
+    @property
+    def with_specialist(self) -> bool:
+        return self.specialist_repeats is not None or self.specialist_fraction is not None
 
     def validate(self, index: CISIndex) -> None:
         if self.level is not None and not 0 <= self.level < len(index.levels):
@@ -51,11 +63,25 @@ class WeightOptions:
                              f'(0 takes the deepest level)')
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f'--smoothing {self.smoothing}: must be between 0 and 1')
-        if (self.max_repeat is None) != (self.tokens is None):
-            raise ValueError('--max-repeat and --tokens go together: the cap is in passes over a leaf '
-                             'for a training budget of --tokens')
-        if self.max_repeat is not None and self.max_repeat <= 0:
-            raise ValueError(f'--max-repeat {self.max_repeat}: must be positive')
+        if self.max_repeat is not None and self.tokens is None:
+            raise ValueError('--max-repeat needs --tokens: the cap is in passes over a leaf for a training '
+                             'budget of --tokens')
+        if self.specialist_repeats is not None and self.tokens is None:
+            raise ValueError('--specialist-repeats needs --tokens: it sets the share of the specialist stream so '
+                             'that the sample is seen that many times in a training budget of --tokens')
+        if self.tokens is not None and self.max_repeat is None and self.specialist_repeats is None:
+            raise ValueError('--tokens is the budget of --max-repeat or --specialist-repeats: give one of them too')
+        if self.tokens is not None and self.tokens < index.manifest['options']['seq_len']:
+            raise ValueError(f'--tokens {self.tokens}: the budget must hold at least one sample of '
+                             f"{index.manifest['options']['seq_len']} tokens")
+        for name, value in (('--max-repeat', self.max_repeat), ('--specialist-repeats', self.specialist_repeats)):
+            if value is not None and not 0 < value < float('inf'):
+                raise ValueError(f'{name} {value}: must be a positive number of passes')
+        if self.specialist_fraction is not None and not 0 < self.specialist_fraction < 1:
+            raise ValueError(f'--specialist-fraction {self.specialist_fraction}: must be between 0 and 1 '
+                             f'(exclusive): the share of the mixture drawn from the specialist sample')
+        if self.specialist_repeats is not None and self.specialist_fraction is not None:
+            raise ValueError('give either --specialist-repeats (with --tokens) or --specialist-fraction, not both')
 
 
 def parse_task(spec: str) -> tuple[list[str], float]:
@@ -156,11 +182,17 @@ def effective_sample_fraction(target: np.ndarray, generalist: np.ndarray) -> flo
 
 
 def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
-                    options: WeightOptions | None = None) -> dict:
-    """The weights record for `tasks` ([(files, weight)], one task for a single specialist set)."""
+                    options: WeightOptions | None = None, output: str | None = None, progress: bool = True) -> dict:
+    """The weights record for `tasks` ([(files, weight)], one task for a single specialist set).
+
+    With a specialist stream (options.with_specialist), the stream is built beside `output`, the
+    weights file to be written (specialist.stream_dir), from every task's files.
+    """
     index = index if isinstance(index, CISIndex) else CISIndex.open(index)
     options = options or WeightOptions()
     options.validate(index)
+    if options.with_specialist and output is None:
+        raise ValueError('a specialist stream is built beside its weights file: pass output=')
     placed = [(place_specialist(index, files, options.text_field), weight) for files, weight in tasks]
     all_nodes = np.concatenate([nodes for (nodes, _), _ in placed])
     level, level_rule = level_and_rule(index, all_nodes, options)
@@ -180,8 +212,16 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
     leaf_samples = index.leaf_samples
     seq_len = index.manifest['options']['seq_len']
     budget = (options.tokens // seq_len) if options.tokens else int(leaf_samples.sum())
+    stream = None
+    if options.with_specialist:
+        files = [path for files, _ in tasks for path in files]
+        built = build_stream(index, files, output, options.text_field, options.decontaminate, progress)
+        fraction = fraction_for(int(built.leaf_samples.sum()), budget, options.specialist_repeats,
+                                           options.specialist_fraction)
+        stream = stream_record(built, fraction, options.specialist_repeats, budget)
+    leaves_budget = budget * (1 - stream['fraction'] if stream else 1)  # the leaves' share of the draws
     if options.max_repeat is not None:
-        leaf = cap_proportions(leaf, options.max_repeat * leaf_samples / budget)
+        leaf = cap_proportions(leaf, options.max_repeat * leaf_samples / leaves_budget)
     leaf = leaf / leaf.sum()
     final_node = np.bincount(index.leaf_ancestors(level), weights=leaf, minlength=size)
     importance = np.divide(final_node, generalist, out=np.zeros(size), where=generalist > 0)
@@ -202,7 +242,8 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
         'ess_samples': ess_fraction * int(leaf_samples.sum()),
         'budget_samples': budget,
         'leaf_proportions': leaf.tolist(),
-        'expected_repeats': (leaf * budget / leaf_samples).tolist(),
+        'expected_repeats': (leaf * leaves_budget / leaf_samples).tolist(),
+        'specialist': stream,
     }
 
 
@@ -239,6 +280,8 @@ def read_weights(path: str, index: CISIndex) -> dict:
                          f'but {index.root} is {index.fingerprint[:16]}: recompute it with '
                          f'`cis-stream weights --index {index.root} ...`')
     check_proportions(weights['leaf_proportions'], path, index.num_leaves)
+    if weights.get('specialist') is not None:
+        check_specialist(weights, path)
     return weights
 
 

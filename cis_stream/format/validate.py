@@ -173,6 +173,19 @@ def check_weights(weights: Any, path: str) -> None:
     check(weights, WEIGHTS, path, WEIGHTS_ADVICE)
 
 
+SPECIALIST = mapping({'dataset': string(PLAIN_NAME), 'fingerprint': string(HEX64), 'samples': POSITIVE,
+                      'fraction': number()})
+
+
+def check_specialist(weights: dict, path: str) -> None:
+    """A weights file's specialist stream: a name beside the file (never a path), a share in (0, 1)."""
+    check(weights, mapping({'specialist': SPECIALIST}), path, WEIGHTS_ADVICE)
+    record = weights['specialist']
+    if not 0 < record['fraction'] < 1:
+        raise ValueError(f'{path}: field specialist.fraction: {record["fraction"]} is not between 0 and 1; '
+                         f'{WEIGHTS_ADVICE}')
+
+
 def check_proportions(proportions: list, path: str, leaves: int) -> None:
     """Leaf proportions a sampler can use: one per leaf, finite, non-negative, summing to 1."""
     if len(proportions) != leaves:

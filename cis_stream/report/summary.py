@@ -108,4 +108,16 @@ def weights_summary(weights: dict, top: int = 5) -> str:
     worst = np.argsort(-repeats, kind='stable')[:top]
     lines.append(f"most repeated leaves over {weights['budget_samples']:,} samples: " +
                  ', '.join(f'{leaf}: {repeats[leaf]:.2f}x' for leaf in worst))
+    if weights.get('specialist'):
+        lines.append(specialist_line(weights['specialist']))
     return '\n'.join(lines)
+
+
+def specialist_line(stream: dict) -> str:
+    """The specialist stream of a weights file: where, how big, its share and passes, its screening."""
+    screened = (f"screened against the index's eval files ({stream['excluded_documents']} document(s) excluded, "
+                f"{stream['trimmed_documents']} trimmed)" if stream['decontaminated'] else
+                'not screened against eval files')
+    return (f"specialist stream {stream['dataset']}/: {stream['samples']:,} samples ({stream['tokens']:,} tokens), "
+            f"{stream['fraction']:.2%} of the mixture, {stream['expected_repeats']:.1f} passes over the budget; "
+            f'{screened}')

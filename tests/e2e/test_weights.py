@@ -123,7 +123,7 @@ def test_bad_weight_files_and_options_get_clear_errors(mix_weights, mix_index, t
         read_weights(str(tmp_path / 'missing.json'), mix_index)
     with pytest.raises(ValueError, match='FILE'):
         parse_task('specialist.jsonl')
-    with pytest.raises(ValueError, match='go together'):
+    with pytest.raises(ValueError, match='--max-repeat needs --tokens'):
         WeightOptions(max_repeat=2.0).validate(mix_index)
     with pytest.raises(ValueError, match='levels 0..1'):
         WeightOptions(level=5).validate(mix_index)

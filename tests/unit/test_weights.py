@@ -34,3 +34,13 @@ def test_level_rule_picks_the_deepest_level_with_enough_windows_per_cluster(know
     spread_over_all_leaves = np.array([[i % 2, i % 4] for i in range(40)])  # 10 per leaf
     assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=10) == 1
     assert choose_level(known_tree_index, spread_over_all_leaves, min_per_cluster=11) == 0
+
+
+def test_the_specialist_share_follows_the_repeat_budget_and_its_home_is_beside_the_weights():
+    from cis_stream.specialist import fraction_for, stream_dir
+    assert fraction_for(samples=500, budget_samples=100_000, repeats=20, fraction=None) == pytest.approx(0.1)
+    assert fraction_for(samples=500, budget_samples=100_000, repeats=None, fraction=0.25) == 0.25
+    with pytest.raises(ValueError, match='fill the whole budget'):
+        fraction_for(samples=500, budget_samples=10_000, repeats=20, fraction=None)
+    assert stream_dir('runs/med.weights.json') == 'runs/med.specialist'
+    assert stream_dir('med.json') == 'med.json.specialist'
