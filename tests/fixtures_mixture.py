@@ -9,8 +9,8 @@ from cis_stream.demo.corpora import make_wiki_split
 from cis_stream.index.job import build_index
 from cis_stream.text.readers import read_documents
 from cis_stream.text.tokens import train_bpe_tokenizer
-from cis_stream.weights import compute_weights, write_weights
-from tests.helpers import MIX_OTHER_TOPIC, MIX_TOPIC
+from cis_stream.weights import WeightOptions, compute_weights, write_weights
+from tests.helpers import MIX_OTHER_TOPIC, MIX_TOPIC, STREAM_BUDGET
 
 
 @pytest.fixture(scope='session')
@@ -49,6 +49,16 @@ def mix_index(split_dir, small_tokenizer, tmp_path_factory):
 def mix_weights(mix_index, split_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp('weights') / 'bio.weights.json'
     write_weights(compute_weights(mix_index, [([str(split_dir / 'specialist.jsonl')], 1.0)]), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def stream_weights(mix_index, split_dir, tmp_path_factory):
+    """Weights that mix the specialist sample in as a stream: 6 passes over it in 40,000 samples."""
+    path = tmp_path_factory.mktemp('stream') / 'bio.weights.json'
+    options = WeightOptions(specialist_repeats=6, tokens=STREAM_BUDGET * 64)
+    write_weights(compute_weights(mix_index, [([str(split_dir / 'specialist.jsonl')], 1.0)], options, str(path),
+                                  progress=False), str(path))
     return str(path)
 
 

@@ -44,6 +44,8 @@ SMALL_OPTIONS = dict(embedder='lsi', embedder_config={'dim': 32}, levels=[2, 4],
 # The mixture fixtures (fixtures_mixture.py): the specialist topic, and a second one for multi-task.
 MIX_TOPIC = 'Biology and health sciences'
 MIX_OTHER_TOPIC = 'Mathematics'
+# The training budget, in 64-token samples, that the specialist-stream weights fixture is made for.
+STREAM_BUDGET = 40_000
 
 # Bad lines planted in the first wiki file: (raw bytes of the line, expected start of the reason).
 PLANTED_BAD_LINES = [

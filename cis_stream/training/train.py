@@ -27,7 +27,7 @@ TOP_KEYS = {
 MODEL_KEYS = {'name', 'd_model', 'n_layers', 'n_heads', 'mlp_ratio', 'dropout'}
 OPTIMIZER_KEYS = {'name', 'lr', 'betas', 'eps', 'weight_decay'}
 SCHEDULER_KEYS = {'name', 't_warmup', 'alpha_f'}
-CALLBACK_KEYS = {'sample_order', 'speed_monitor', 'lr_monitor'}
+CALLBACK_KEYS = {'sample_order', 'eval_history', 'speed_monitor', 'lr_monitor'}
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -137,10 +137,12 @@ def build_scheduler(cfg: dict):
 def build_callbacks(cfg: dict) -> list:
     from composer.callbacks import LRMonitor, SpeedMonitor
 
-    from cis_stream.training.callbacks import SampleOrderLogger
+    from cis_stream.training.callbacks import EvalHistoryLogger, SampleOrderLogger
     callbacks = []
     if 'sample_order' in cfg:
         callbacks.append(SampleOrderLogger(**cfg['sample_order']))
+    if 'eval_history' in cfg:
+        callbacks.append(EvalHistoryLogger(**cfg['eval_history']))
     if 'speed_monitor' in cfg:
         callbacks.append(SpeedMonitor(**(cfg['speed_monitor'] or {})))
     if 'lr_monitor' in cfg:

@@ -20,11 +20,11 @@ from cis_stream.index.job import build_index
 from cis_stream.mixture import largest_remainder
 from cis_stream.text.readers import read_documents
 from cis_stream.weights import WeightOptions, compute_weights, read_weights, write_weights
+from tests.helpers import STREAM_BUDGET as BUDGET
 from tests.helpers import json_line, read_leaves, window_tokens, write_lines
 
 COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=5, num_canonical_nodes=1, sample_ids=True)
 SEQ_LEN = 64  # the mixture index's samples
-BUDGET = 40_000  # samples of the training budget the weights are made for
 
 
 def _weights(index, files, path, **options) -> str:
@@ -33,11 +33,9 @@ def _weights(index, files, path, **options) -> str:
     return str(path)
 
 
-@pytest.fixture(scope='module')
-def with_stream(mix_index, split_dir, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp('stream') / 'bio.weights.json'
-    return _weights(mix_index, [str(split_dir / 'specialist.jsonl')], path, specialist_repeats=6,
-                    tokens=BUDGET * SEQ_LEN)
+@pytest.fixture
+def with_stream(stream_weights) -> str:
+    return stream_weights
 
 
 def _epoch_ids(dataset) -> np.ndarray:

@@ -103,6 +103,23 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
     assert 0 < resumed_from < logged  # it resumed from a mid-epoch checkpoint, not from scratch
 
 
+def test_a_mixture_with_the_specialist_stream_trains_and_logs_its_eval_curve(mix_index, stream_weights, split_dir,
+                                                                             tmp_path):
+    evals = '[{label: specialist, dataset: {files: [%s]}}]' % (split_dir / 'specialist_test.jsonl')
+    result = _run(_overrides(mix_index.root, stream_weights, tmp_path, steps=8, eval_interval='4ba',
+                             eval_subset_num_batches=2, eval_loaders=evals,
+                             callbacks='{sample_order: {path: %s/order.jsonl}, eval_history: {path: %s/evals.jsonl}}'
+                             % (tmp_path, tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = [json.loads(line) for line in open(tmp_path / 'evals.jsonl', encoding='utf-8')]
+    assert [(r['batch'], r['tokens']) for r in history] == [(4, 4 * 8 * 64), (8, 8 * 8 * 64)]
+    assert all(1 < r['metrics']['specialist']['LanguagePerplexity'] < 1e5 for r in history)
+    from cis_stream.dataset import ClusteredImportanceDataset
+    dataset = ClusteredImportanceDataset(mix_index.root, stream_weights, epoch_size=2000, batch_size=8)
+    drawn = dataset.leaf_of(sum(_global_order(tmp_path / 'order.jsonl'), []))
+    assert dataset.leaf_counts[-1] > 0 and (drawn == mix_index.num_leaves).sum() > 0  # the stream is trained on
+
+
 def test_resume_on_other_weights_fails_with_a_clear_message(mix_index, mix_weights, tmp_path):
     args = _overrides(mix_index.root, mix_weights, tmp_path, steps=4, autoresume='true', save_overwrite='false')
     assert _run(args).returncode == 0
