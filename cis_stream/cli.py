@@ -139,7 +139,10 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
                         help='training token budget for --max-repeat and --specialist-repeats')
     parser.add_argument('--specialist-repeats', type=float, default=None, metavar='R',
                         help='mix the specialist sample itself in as one more stream, at the share that shows it '
-                             'R times in --tokens (built beside the weights file as NAME.specialist/)')
+                             'R times in --tokens, at most --specialist-max-fraction (built beside the weights file '
+                             'as NAME.specialist/)')
+    parser.add_argument('--specialist-max-fraction', type=float, default=None, metavar='F',
+                        help='the most of the mixture --specialist-repeats may give the sample (default: half)')
     parser.add_argument('--specialist-fraction', type=float, default=None, metavar='F',
                         help='mix the specialist sample in at a fixed share F of the mixture (0 < F < 1)')
     parser.add_argument('--no-decontaminate', dest='decontaminate', action='store_false',
@@ -164,7 +167,9 @@ def run_weights(args: argparse.Namespace) -> int:
                             tokens=args.tokens, text_field=args.text_field,
                             specialist_repeats=args.specialist_repeats,
                             specialist_fraction=args.specialist_fraction, decontaminate=args.decontaminate,
-                            **({'min_per_cluster': args.min_per_cluster} if args.min_per_cluster is not None else {}))
+                            **{key: value for key, value in (('min_per_cluster', args.min_per_cluster),
+                                                             ('specialist_max_fraction', args.specialist_max_fraction))
+                               if value is not None})
     weights = compute_weights(args.index, tasks, options, args.output)
     write_weights(weights, args.output)
     print(weights_summary(weights))

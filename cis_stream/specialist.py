@@ -3,7 +3,8 @@
 Why: a small specialist sample trained on alone overfits once it is repeated many times, and a CIS
 mixture alone never shows the model the sample's own text. Mixing the sample in at a fraction set
 by a repeat budget (`cis-stream weights ... --specialist-repeats R --tokens N`: at most R passes
-over the sample in N training tokens; or a fixed `--specialist-fraction F`) keeps the best of both.
+over the sample in N training tokens, and at most half the mixture; or a fixed
+`--specialist-fraction F`) keeps the best of both.
 
 The sample is indexed exactly as the index's own text is (its tokenizer, window, seq_len and
 document size limit) into a one-leaf index beside the weights file, `NAME.specialist/` for
@@ -34,17 +35,14 @@ def stream_dir(weights_path: str) -> str:
     return base + STREAM_SUFFIX
 
 
-def fraction_for(samples: int, budget_samples: int, repeats: float | None, fraction: float | None) -> float:
+def fraction_for(samples: int, budget_samples: int, repeats: float | None, fraction: float | None,
+                 max_fraction: float) -> float:
     """The mixture's share of the specialist stream: a fixed `fraction`, or the share that shows the
-    sample `repeats` times in `budget_samples` draws."""
+    sample `repeats` times in `budget_samples` draws, at most `max_fraction` (beyond it the mixture is
+    mostly the sample: at that budget, the sample is seen fewer than `repeats` times)."""
     if fraction is not None:
         return fraction
-    share = repeats * samples / budget_samples
-    if share >= 1:
-        raise ValueError(f'--specialist-repeats {repeats:g}: {repeats:g} passes over the specialist sample '
-                         f'({samples:,} samples) fill the whole budget of {budget_samples:,} samples (--tokens): '
-                         f'at this budget, train on the sample alone, or lower --specialist-repeats')
-    return share
+    return min(repeats * samples / budget_samples, max_fraction)
 
 
 def _eval_files(index: CISIndex, decontaminate: bool) -> tuple[list[str], int]:

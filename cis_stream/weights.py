@@ -49,6 +49,7 @@ class WeightOptions:
     # fixed share of the mixture; screened against the index's eval files unless decontaminate=False.
     specialist_repeats: float | None = None
     specialist_fraction: float | None = None
+    specialist_max_fraction: float = 0.5
     decontaminate: bool = True
 
     @property
@@ -77,9 +78,11 @@ class WeightOptions:
         for name, value in (('--max-repeat', self.max_repeat), ('--specialist-repeats', self.specialist_repeats)):
             if value is not None and not 0 < value < float('inf'):
                 raise ValueError(f'{name} {value}: must be a positive number of passes')
-        if self.specialist_fraction is not None and not 0 < self.specialist_fraction < 1:
-            raise ValueError(f'--specialist-fraction {self.specialist_fraction}: must be between 0 and 1 '
-                             f'(exclusive): the share of the mixture drawn from the specialist sample')
+        for name, value in (('--specialist-fraction', self.specialist_fraction),
+                            ('--specialist-max-fraction', self.specialist_max_fraction)):
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f'{name} {value}: must be between 0 and 1 (exclusive): a share of the mixture '
+                                 f'drawn from the specialist sample')
         if self.specialist_repeats is not None and self.specialist_fraction is not None:
             raise ValueError('give either --specialist-repeats (with --tokens) or --specialist-fraction, not both')
 
@@ -217,7 +220,7 @@ def compute_weights(index: str | CISIndex, tasks: list[tuple[list[str], float]],
         files = [path for files, _ in tasks for path in files]
         built = build_stream(index, files, output, options.text_field, options.decontaminate, progress)
         fraction = fraction_for(int(built.leaf_samples.sum()), budget, options.specialist_repeats,
-                                           options.specialist_fraction)
+                                           options.specialist_fraction, options.specialist_max_fraction)
         stream = stream_record(built, fraction, options.specialist_repeats, budget)
     leaves_budget = budget * (1 - stream['fraction'] if stream else 1)  # the leaves' share of the draws
     if options.max_repeat is not None:

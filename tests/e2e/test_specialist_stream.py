@@ -132,12 +132,16 @@ def test_bad_specialist_options_are_refused(mix_index, split_dir, tmp_path):
              ({'specialist_fraction': 1.0}, 'between 0 and 1'),
              ({'specialist_repeats': -1, 'tokens': 10_000}, 'positive number of passes'),
              ({'tokens': 10_000}, 'give one of them too'),
-             ({'specialist_repeats': 50, 'tokens': 100 * SEQ_LEN}, 'fill the whole budget.*alone')]
+             ({'specialist_repeats': 5, 'tokens': 10_000, 'specialist_max_fraction': 1.5}, 'between 0 and 1')]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             compute_weights(mix_index, [(files, 1.0)], WeightOptions(**options), str(tmp_path / 'x.weights.json'),
                             progress=False)
     assert not os.path.exists(tmp_path / 'x.weights.json')
+    # 50 passes would take the whole budget: the stream gets the most it may have, and says how many passes.
+    capped = json.loads(open(_weights(mix_index, files, tmp_path / 'cap.weights.json', specialist_repeats=50,
+                                      tokens=200 * SEQ_LEN, specialist_max_fraction=0.4)).read())['specialist']
+    assert capped['fraction'] == 0.4 and capped['expected_repeats'] == pytest.approx(0.4 * 200 / capped['samples'])
 
 
 @pytest.fixture(scope='module')

@@ -38,9 +38,9 @@ def test_level_rule_picks_the_deepest_level_with_enough_windows_per_cluster(know
 
 def test_the_specialist_share_follows_the_repeat_budget_and_its_home_is_beside_the_weights():
     from cis_stream.specialist import fraction_for, stream_dir
-    assert fraction_for(samples=500, budget_samples=100_000, repeats=20, fraction=None) == pytest.approx(0.1)
-    assert fraction_for(samples=500, budget_samples=100_000, repeats=None, fraction=0.25) == 0.25
-    with pytest.raises(ValueError, match='fill the whole budget'):
-        fraction_for(samples=500, budget_samples=10_000, repeats=20, fraction=None)
+    assert fraction_for(500, 100_000, repeats=20, fraction=None, max_fraction=0.5) == pytest.approx(0.1)
+    assert fraction_for(500, 100_000, repeats=None, fraction=0.25, max_fraction=0.5) == 0.25
+    # 20 passes would fill the whole budget: the sample gets the most the mixture may give it.
+    assert fraction_for(500, 10_000, repeats=20, fraction=None, max_fraction=0.4) == 0.4
     assert stream_dir('runs/med.weights.json') == 'runs/med.specialist'
     assert stream_dir('med.json') == 'med.json.specialist'
