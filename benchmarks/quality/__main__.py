@@ -33,6 +33,7 @@ import argparse
 import os
 
 from benchmarks import OUT, ROOT
+from benchmarks.quality.curves import Curves
 from benchmarks.quality.data import LEVELS, log
 from benchmarks.quality.experiments import Bench
 from benchmarks.quality.report import report
@@ -46,7 +47,9 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool',
+    parser.add_argument('--curve-steps', type=int, default=2400,
+                        help='batches of the long budget curves (the other domains get half; default: %(default)s)')
+    parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool,curves,curves_big',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--methods', type=lambda s: s.split(','), default=None,
@@ -60,6 +63,7 @@ def main() -> None:
     bench = Bench(args)
     parts = {'main': bench.main_table, 'multitask': bench.multitask, 'continued': bench.continued,
              'ablations': bench.ablations, 'embedders': bench.embedders, 'in_pool': bench.in_pool,
+             'curves': Curves(bench).run, 'curves_big': Curves(bench).run_big,
              'report': lambda: None}
     for part in args.only.split(','):
         parts[part]()

@@ -38,33 +38,53 @@ EMBEDDER_LEVELS = [16, 128]
 EVAL_BATCHES = 20
 
 
+def eval_history(work: str, name: str) -> list[dict]:
+    """A run's evaluations in batch order ({batch, tokens, metrics}); a batch evaluated twice (a
+    resumed run replays from its checkpoint) keeps its last record."""
+    path = os.path.join(work, 'runs', name, 'evals.jsonl')
+    if not os.path.exists(path):
+        return []
+    records = {}
+    with open(path, encoding='utf-8') as handle:
+        for line in handle:
+            record = json.loads(line)
+            records[record['batch']] = record
+    return [records[batch] for batch in sorted(records)]
+
+
 def train(work: str, name: str, index: str, weights: str | None, evals: dict[str, str], steps: int, seed: int,
-          load_path: str | None = None) -> dict:
-    """One train.py run (cached by its results file)."""
+          load_path: str | None = None, overrides: tuple[str, ...] = ()) -> tuple[dict, float | None]:
+    """One train.py run (cached by its results file): final perplexity per eval label, and the run's
+    wall seconds (None for a run cached before they were recorded); `overrides` go last (they win)."""
     out = os.path.join(work, 'runs', name)
     results = os.path.join(out, 'results.json')
     if not os.path.exists(results):
         eval_loaders = ', '.join(f'{{label: {label}, dataset: {{files: [{path}]}}}}' for label, path in evals.items())
-        overrides = [
+        command = [
             f'run_name={name}', f'seed={seed}', f'train_loader.dataset.shuffle_seed={seed}',
             f'max_seq_len={SEQ_LEN}', f'global_train_batch_size={BATCH}', f'device_train_microbatch_size={BATCH}',
             f'max_duration={steps}ba', f'eval_interval={steps}ba', f'save_interval={steps}ba',
             f'eval_subset_num_batches={EVAL_BATCHES}', f'train_loader.dataset.index={index}',
             f'eval_loaders=[{eval_loaders}]', f'save_folder={out}/ckpt', f'results_path={results}',
-            'console_log_interval=1000ba', 'callbacks={}',
+            'console_log_interval=1000ba', f'callbacks={{eval_history: {{path: {out}/evals.jsonl}}}}',
+            f'train_loader.dataset.weights={weights or "null"}',
         ]
-        if weights:
-            overrides.append(f'train_loader.dataset.weights={weights}')
-        else:
-            overrides.append('train_loader.dataset.weights=null')
         if load_path:
-            overrides += [f'load_path={load_path}', 'load_weights_only=true']
+            command += [f'load_path={load_path}', 'load_weights_only=true']
         started = time.perf_counter()
         subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'yamls', 'cis.yaml'),
-                        *overrides], check=True, stdout=subprocess.DEVNULL)
-        log(f'trained {name} in {time.perf_counter() - started:.0f} s')
+                        *command, *overrides], check=True, stdout=subprocess.DEVNULL)
+        seconds = round(time.perf_counter() - started, 1)
+        with open(os.path.join(out, 'wall_seconds.json'), 'w', encoding='utf-8') as handle:
+            json.dump(seconds, handle)
+        log(f'trained {name} in {seconds:.0f} s')
     with open(results, encoding='utf-8') as handle:
-        return {label: metrics['LanguagePerplexity'] for label, metrics in json.load(handle).items()}
+        ppl = {label: metrics['LanguagePerplexity'] for label, metrics in json.load(handle).items()}
+    timing = os.path.join(out, 'wall_seconds.json')
+    if not os.path.exists(timing):
+        return ppl, None
+    with open(timing, encoding='utf-8') as handle:
+        return ppl, json.load(handle)
 
 
 class Bench:
@@ -102,13 +122,20 @@ class Bench:
         return self._pool_docs
 
     def run(self, table: str, method: str, domain: str, index: str, weights: str | None, seed: int,
-            steps: int | None = None, **extra) -> dict:
+            steps: int | None = None, evals: dict[str, str] | None = None, overrides: tuple[str, ...] = (),
+            tag: str = '', **extra) -> dict:
         steps = steps or self.args.steps
-        name = re.sub(r'[^A-Za-z0-9.+_-]', '', f'{table}-{method}-{domain}-s{seed}'.replace('@', 'L'))
-        started = time.perf_counter()
-        ppl = train(self.work, name, index, weights, self.evals, steps, seed, extra.pop('load_path', None))
+        name = re.sub(r'[^A-Za-z0-9.+_-]', '', f'{table}-{method}-{domain}{tag}-s{seed}'.replace('@', 'L'))
+        ppl, seconds = train(self.work, name, index, weights, evals or self.evals, steps, seed,
+                             extra.pop('load_path', None), overrides)
+        previous = self.rows.get(name, {}).get('seconds')  # a run cached before wall times were kept
         row = {'name': name, 'table': table, 'method': method, 'domain': domain, 'seed': seed, 'steps': steps,
-               'perplexity': ppl, 'seconds': round(time.perf_counter() - started, 1), **extra}
+               'perplexity': ppl, 'seconds': seconds if seconds is not None else previous, **extra}
+        curve = eval_history(self.work, name)
+        if len(curve) > 1:
+            row['curve'] = [{'tokens': r['tokens'], 'perplexity': {label: m['LanguagePerplexity']
+                                                                   for label, m in r['metrics'].items()}}
+                            for r in curve]
         self.rows[name] = row  # a run asked for twice (continued reuses uniform) is one row
         self.save()
         return row
@@ -250,7 +277,14 @@ class Bench:
             self.run('in-pool', 'cis', domain, index.root, weights, seed, level=level)
 
     def save(self) -> None:
-        with open(os.path.join(self.work, 'results.json'), 'w', encoding='utf-8') as handle:
+        """results.json, merged with rows another benchmark process saved meanwhile (several may run
+        at once on disjoint runs, e.g. one per domain), written to a temporary name and renamed."""
+        path = os.path.join(self.work, 'results.json')
+        if os.path.exists(path):
+            with open(path, encoding='utf-8') as handle:
+                self.rows = {row['name']: row for row in json.load(handle)['rows']} | self.rows
+        with open(path + f'.{os.getpid()}', 'w', encoding='utf-8') as handle:
             json.dump({'corpus_manifest_sha256': self.corpus.manifest['manifest_sha256'], 'steps': self.args.steps,
                        'batch': BATCH, 'seq_len': SEQ_LEN, 'levels': self.levels,
                        'rows': list(self.rows.values())}, handle, indent=1)
+        os.replace(path + f'.{os.getpid()}', path)

@@ -7,9 +7,10 @@
              layer cheap; the indexer's default is GPT-2 BPE).
 3. index     `cis-stream index` the pool: lsi embedder, 8 → 64 clusters, 128-token windows; both
              held-out test files are passed as --exclude, so no test text is trained on.
-4. weights   `cis-stream weights` from the specialist sample.
-5. train     `composer train.py yamls/uniform.yaml` and `yamls/cis.yaml`: same model, steps and
-             seed; then both models' specialist and generalist perplexity.
+4. weights   `cis-stream weights` from the specialist sample; and again with the sample itself
+             mixed in as a stream (--specialist-repeats: at most 10 passes over it in the budget).
+5. train     `composer train.py yamls/uniform.yaml` and `yamls/cis.yaml` (on each weights file):
+             same model, steps and seed; then every model's specialist and generalist perplexity.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import time
 
 from cis_stream.cli import main as cli_main
 from cis_stream.demo.corpora import make_wiki_split
+from cis_stream.training.train import load_config
 
 # The repository root (train.py and yamls/ live there): cis_stream/demo/__main__.py is three levels below it.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Passes over the specialist sample that the cis+specialist mixture may make in the training budget.
+SPECIALIST_REPEATS = 10
 
 
 def _cli(argv: list[str]) -> None:
@@ -37,7 +41,7 @@ def _step(title: str) -> None:
     print(f'\n=== {title}', flush=True)
 
 
-def _train(yaml_name: str, out: str, run_name: str, steps: int) -> dict:
+def _train(yaml_name: str, out: str, run_name: str, steps: int, weights: str | None = None) -> dict:
     overrides = [
         f'max_duration={steps}ba', f'eval_interval={steps}ba', f'save_interval={steps}ba',
         f'train_loader.dataset.index={out}/index',
@@ -45,8 +49,8 @@ def _train(yaml_name: str, out: str, run_name: str, steps: int) -> dict:
         f'{{label: generalist, dataset: {{files: [{out}/corpus/generalist_test.jsonl]}}}}]',
         f'save_folder={out}/runs/{run_name}', f'results_path={out}/runs/{run_name}/results.json',
     ]
-    if yaml_name == 'cis.yaml':
-        overrides.append(f'train_loader.dataset.weights={out}/specialist.weights.json')
+    if weights:
+        overrides.append(f'train_loader.dataset.weights={weights}')
     command = [sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'yamls', yaml_name)] + overrides
     print('$ ' + ' '.join(command[1:3] + [f"'{o}'" if ' ' in o else o for o in overrides]), flush=True)
     subprocess.run(command, check=True)
@@ -80,23 +84,31 @@ def main(argv: list[str] | None = None) -> int:
           '--window', '128', '--tokenizer', tokenizer, '--overwrite',
           '--exclude', f'{out}/corpus/specialist_test.jsonl', f'{out}/corpus/generalist_test.jsonl'])
 
-    _step('4. weights from the specialist sample')
-    _cli(['weights', '--index', f'{out}/index', '--specialist', f'{out}/corpus/specialist.jsonl',
-              '-o', f'{out}/specialist.weights.json'])
+    _step('4. weights from the specialist sample, without and with the sample itself as a stream')
+    specialist = f'{out}/corpus/specialist.jsonl'
+    _cli(['weights', '--index', f'{out}/index', '--specialist', specialist, '-o', f'{out}/specialist.weights.json'])
+    cfg = load_config(os.path.join(ROOT, 'yamls', 'cis.yaml'), [])
+    budget = args.steps * cfg['global_train_batch_size'] * cfg['max_seq_len']  # the tokens each model trains on
+    _cli(['weights', '--index', f'{out}/index', '--specialist', specialist, '--specialist-repeats',
+          str(SPECIALIST_REPEATS), '--tokens', str(budget), '-o', f'{out}/specialist-stream.weights.json'])
 
-    _step(f'5. train the uniform baseline and the CIS model, {args.steps} steps each')
+    _step(f'5. train the uniform baseline and the two CIS models, {args.steps} steps each')
     results = {'uniform': _train('uniform.yaml', out, 'uniform-demo', args.steps),
-               'cis': _train('cis.yaml', out, 'cis-demo', args.steps)}
+               'cis': _train('cis.yaml', out, 'cis-demo', args.steps, f'{out}/specialist.weights.json'),
+               'cis+specialist': _train('cis.yaml', out, 'cis-stream-demo', args.steps,
+                                        f'{out}/specialist-stream.weights.json')}
 
     _step('result: perplexity on held-out text (lower is better)')
-    print(f'{"model":10s} {"specialist":>12s} {"generalist":>12s}')
+    print(f'{"model":15s} {"specialist":>12s} {"generalist":>12s}')
     for name, metrics in results.items():
-        print(f'{name:10s} {metrics["specialist"]["LanguagePerplexity"]:12.2f} '
+        print(f'{name:15s} {metrics["specialist"]["LanguagePerplexity"]:12.2f} '
               f'{metrics["generalist"]["LanguagePerplexity"]:12.2f}')
-    gain = 1 - (results['cis']['specialist']['LanguagePerplexity']
-                / results['uniform']['specialist']['LanguagePerplexity'])
-    print(f'CIS specialist perplexity is {abs(gain):.1%} {"lower" if gain > 0 else "HIGHER"} than uniform '
-          f'at the same steps ({time.perf_counter() - started:.0f} s in all)')
+    for name in ('cis', 'cis+specialist'):
+        gain = 1 - (results[name]['specialist']['LanguagePerplexity']
+                    / results['uniform']['specialist']['LanguagePerplexity'])
+        print(f'{name} specialist perplexity is {abs(gain):.1%} {"lower" if gain > 0 else "HIGHER"} than uniform '
+              f'at the same steps')
+    print(f'({time.perf_counter() - started:.0f} s in all)')
     with open(os.path.join(out, 'demo_results.json'), 'w', encoding='utf-8') as handle:
         json.dump(results, handle, indent=1)
     return 0
