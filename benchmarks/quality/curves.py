@@ -28,6 +28,7 @@ import os
 
 from benchmarks.quality.baselines import chunk_pool, dsir_log_weights, dsir_selection
 from benchmarks.quality.data import BATCH, SEQ_LEN, one_cluster_index, pool_documents, texts_of, write_jsonl
+from cis_stream.format.reader import CISIndex
 
 CURVE_POINTS = 8
 WARMUP_BATCHES = 100
@@ -115,16 +116,20 @@ class Curves:
         bench = self.bench
         evals = {domain: bench.evals[domain], 'generalist': bench.evals['generalist']}
         if method == 'specialist':
-            index = one_cluster_index(self.work, f'curve-specialist-{domain}-{size}',
-                                      texts_of(self.specialist_set(domain, size)), bench.tokenizer)
-            weights = None
+            index, weights = self.specialist_index(domain, size), None
         elif method == 'dsir-chunks':
             index, weights = self.dsir_index(domain, size, steps, seed), None
         else:
             index, weights = bench.index.root, self.weights(domain, size, steps, method == 'cis+specialist')
         tag = f'-{size}-{steps}ba' + ('-big' if model else '')
+        set_tokens = CISIndex.open(self.specialist_index(domain, size)).manifest['totals']['tokens']
         return bench.run('curve', method, domain, index, weights, seed, steps, evals, schedule(steps) + model, tag,
-                         size=size, model='big' if model else 'small')
+                         size=size, model='big' if model else 'small', set_tokens=set_tokens)
+
+    def specialist_index(self, domain: str, size: str) -> str:
+        """The set as a one-cluster index: what `specialist` trains on, and the set's token count."""
+        return one_cluster_index(self.work, f'curve-specialist-{domain}-{size}',
+                                 texts_of(self.specialist_set(domain, size)), self.bench.tokenizer)
 
     def uniform(self, seed: int, steps: int, model: tuple[str, ...] = ()) -> dict:
         """The uniform run, evaluated on every domain of the corpus (whatever --domains says)."""

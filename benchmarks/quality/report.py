@@ -47,7 +47,8 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
             validation = by_level(main, d, f'{d}_validation')
             best = min(validation, key=validation.get) if validation else '–'
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
-    other = [r for r in rows if r['table'] != 'main']
+    out += curve_tables(rows)
+    other = [r for r in rows if r['table'] not in ('main', 'curve')]
     if other:
         out.append('\n| table | method | domain | seed | ' + ' | '.join(domains) + ' | generalist | extra |')
         out.append('|---' * (len(domains) + 6) + '|')
@@ -57,7 +58,108 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
                        + ' | '.join(f"{r['perplexity'][d]:.1f}" if d in r['perplexity'] else '–' for d in domains)
                        + f" | {r['perplexity']['generalist']:.1f} | {extra or ''} |")
     plots(rows, domains, tree)
+    curve_plots(rows)
     return '\n'.join(out)
+
+
+CURVE_METHODS = ('uniform', 'cis', 'cis+specialist', 'dsir-chunks', 'specialist')
+
+
+def curve_sets(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """(model, domain, size, seed) → method → run, for the curve runs; uniform joins every set of its model."""
+    sets: dict[tuple, dict[str, dict]] = {}
+    curves = [r for r in rows if r['table'] == 'curve' and r.get('curve')]
+    for r in curves:
+        if r['method'] != 'uniform':
+            sets.setdefault((r['model'], r['domain'], r['size'], r['seed']), {})[r['method']] = r
+    for r in curves:
+        if r['method'] == 'uniform':
+            for key, runs in sets.items():
+                if key[0] == r['model'] and key[3] == r['seed']:
+                    runs['uniform'] = r
+    return dict(sorted(sets.items()))
+
+
+def at_tokens(run: dict, tokens: int, label: str) -> float | None:
+    found = [p['perplexity'][label] for p in run['curve'] if p['tokens'] == tokens and label in p['perplexity']]
+    return found[0] if found else None
+
+
+def overfit_point(run: dict, label: str) -> dict | None:
+    """The specialist-alone curve's minimum, when a later point is worse (it overfits from there)."""
+    values = [p['perplexity'][label] for p in run['curve']]
+    best = int(np.argmin(values))
+    return run['curve'][best] if best < len(values) - 1 else None
+
+
+def curve_tables(rows: list[dict]) -> list[str]:
+    """Per (model, domain, set): specialist (generalist) perplexity of each method at each budget point."""
+    out = []
+    for (model, domain, size, seed), runs in curve_sets(rows).items():
+        anchor = next(r for m, r in runs.items() if m != 'uniform')
+        set_tokens = next((r['set_tokens'] for r in runs.values() if r.get('set_tokens')), None)
+        methods = [m for m in CURVE_METHODS if m in runs]
+        # The set's own budget points (uniform, shared by every set, may run longer).
+        points = sorted({p['tokens'] for m, r in runs.items() if m != 'uniform' for p in r['curve']})
+        title = f'{domain}, {size} specialist set'
+        if set_tokens:
+            title += f' ({set_tokens:,} tokens)'
+        out.append(f'\n**Budget curve: {title}; {model} model, seed {seed}.** {domain} test perplexity '
+                   f'(generalist held-out perplexity in brackets), lower is better; best of each row in bold.\n')
+        out.append('| tokens | passes over the set | ' + ' | '.join(methods) + ' |')
+        out.append('|---' * (len(methods) + 2) + '|')
+        for tokens in points:
+            values = {m: at_tokens(runs[m], tokens, domain) for m in methods}
+            known = [v for v in values.values() if v is not None]
+            best = min(known) if known else None
+            cells = []
+            for m in methods:
+                if values[m] is None:
+                    cells.append('–')
+                    continue
+                general = at_tokens(runs[m], tokens, 'generalist')
+                text = f'{values[m]:.1f}'
+                cells.append((f'**{text}**' if values[m] == best else text) + f' ({general:.0f})')
+            passes = f'{tokens / set_tokens:.1f}' if set_tokens else '–'
+            out.append(f'| {tokens:,} | {passes} | ' + ' | '.join(cells) + ' |')
+        if 'specialist' in runs:
+            turn = overfit_point(runs['specialist'], domain)
+            out.append('\n' + (f"Specialist alone is best at {turn['tokens']:,} tokens and worse after: it overfits."
+                                if turn else 'Specialist alone is still improving at the last point.'))
+        seconds = [f"{m} {runs[m]['seconds'] / 60:.0f} min" for m in methods if runs[m].get('seconds')]
+        if seconds:
+            out.append(f"Wall time per run ({anchor['steps']} batches): " + ', '.join(seconds) + '.')
+    return out
+
+
+def curve_plots(rows: list[dict]) -> None:
+    """One PNG per (model, domain): specialist perplexity against training tokens, a panel per set size,
+    with the point where specialist alone starts to overfit marked."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    by_domain: dict[tuple, list] = {}
+    for (model, domain, size, seed), runs in curve_sets(rows).items():
+        by_domain.setdefault((model, domain), []).append((size, seed, runs))
+    for (model, domain), panels in by_domain.items():
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, (size, seed, runs) in zip(axes[0], panels):
+            for method in (m for m in CURVE_METHODS if m in runs):
+                curve = runs[method]['curve']
+                ax.plot([p['tokens'] for p in curve], [p['perplexity'][domain] for p in curve], marker='o',
+                        markersize=3, label=method)
+            if 'specialist' in runs and (turn := overfit_point(runs['specialist'], domain)):
+                ax.plot([turn['tokens']], [turn['perplexity'][domain]], marker='x', color='black', markersize=10,
+                        label='specialist alone starts to overfit')
+            ax.set_xscale('log')
+            ax.set_yscale('log')
+            ax.set_xlabel('training tokens')
+            ax.set_ylabel(f'{domain} test perplexity')
+            ax.set_title(f'{domain}, {size} set (seed {seed}, {model} model)')
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(PLOTS, f'curve_{domain}_{model}.png'), dpi=110)
+        plt.close(fig)
 
 
 def plots(rows, domains, tree) -> None:
