@@ -61,7 +61,9 @@ def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
     # Where the tokenizer file lived is not content (its bytes are hashed below).
     stable['options'] = dict(stable['options'], tokenizer={
         k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
-    stable['inputs'] = [{k: v for k, v in s.items() if k != 'path'} for s in manifest['inputs']]
+    # How the text was stored (JSON lines or Parquet, compressed or not) is not content: file sizes are left out.
+    stable['totals'] = {k: v for k, v in manifest['totals'].items() if k != 'input_bytes'}
+    stable['inputs'] = [{k: v for k, v in s.items() if k not in ('path', 'bytes')} for s in manifest['inputs']]
     if manifest.get('decontamination'):  # the eval files' bytes and hashes, not where they lay
         stable['decontamination'] = dict(manifest['decontamination'], files=[
             {k: v for k, v in s.items() if k != 'path'} for s in manifest['decontamination']['files']])

@@ -15,9 +15,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Iterator
 
 import zstandard
+
+from cis_stream.text.parquet import read_parquet
+from cis_stream.text.records import Document, InputError, Record, Reject, too_long
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,10 @@ log = logging.getLogger(__name__)
 # input directory are skipped, listed and counted (`InputFiles.skipped`).
 JSONL_SUFFIXES = ('.jsonl', '.ndjson', '.json')
 TEXT_SUFFIXES = ('.txt',)
+PARQUET_SUFFIXES = ('.parquet',)
 COMPRESSIONS = ('.gz', '.zst', '.bz2')
-SUFFIXES_HELP = '.jsonl, .ndjson, .json (JSON lines) or .txt, each optionally .gz, .zst or .bz2'
+SUFFIXES_HELP = ('.jsonl, .ndjson, .json (JSON lines) or .txt, each optionally .gz, .zst or .bz2; .parquet; '
+                 'or an MDS dataset directory (its index.json)')
 # Longest document (a .jsonl line, or a whole .txt file) read, in bytes. Tokenising costs about
 # 200 bytes of memory per byte of text (measured: a 16 MB line peaks at 3.1 GB), so a 200 MB
 # single-line dump would need ~40 GB; longer documents are rejected, counted and logged instead,
@@ -47,31 +52,6 @@ _FIELDS_SHOWN = 6
 _SURROGATE = re.compile('[\ud800-\udfff]')
 
 
-class InputError(ValueError):
-    """A bad input path or a bad record under --strict: the message names what to fix."""
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document: `doc_id` is stable across runs (`<file>:<line>`, or the file for .txt)."""
-    doc_id: str
-    path: str
-    line: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Reject:
-    """One document (or file) that could not be used, and why."""
-    path: str
-    line: int
-    reason: str
-
-    def to_json(self) -> dict:
-        return {'file': self.path, 'line': self.line, 'reason': self.reason}
-
-
-Record = Union[Document, Reject]
 
 
 def _split_name(path: str) -> tuple[str, str]:
@@ -82,8 +62,10 @@ def _split_name(path: str) -> tuple[str, str]:
 
 
 def _format(path: str) -> str | None:
-    """'jsonl' or 'txt' by the file's suffix, or None for a file that is not an input."""
-    name = _split_name(path)[0]
+    """'jsonl', 'txt' or 'parquet' by the file's suffix, or None for a file that is not an input."""
+    name, compression = _split_name(path)
+    if name.endswith(PARQUET_SUFFIXES):
+        return None if compression else 'parquet'  # Parquet compresses inside the file
     return 'jsonl' if name.endswith(JSONL_SUFFIXES) else 'txt' if name.endswith(TEXT_SUFFIXES) else None
 
 
@@ -248,10 +230,6 @@ def _skip_rest_of_line(handle, read: int) -> int:
             return read
 
 
-def _too_long(size: int, max_bytes: int) -> str:
-    return f'document too long: {size:,} bytes, over --max-doc-bytes {max_bytes:,}'
-
-
 def _missing_field(text_field: str, record: dict) -> str:
     fields = ', '.join(repr(k) for k in list(record)[:_FIELDS_SHOWN]) or 'no fields'
     more = ', ...' if len(record) > _FIELDS_SHOWN else ''
@@ -285,7 +263,7 @@ def _read_jsonl(path: str, text_field: str, max_bytes: int) -> Iterator[Record]:
             try:
                 raw = handle.readline(max_bytes + 1)
                 if len(raw) > max_bytes and not raw.endswith(b'\n'):
-                    yield Reject(path, line_no + 1, _too_long(_skip_rest_of_line(handle, len(raw)), max_bytes))
+                    yield Reject(path, line_no + 1, too_long(_skip_rest_of_line(handle, len(raw)), max_bytes))
                     line_no += 1
                     continue
             except _STREAM_ERRORS as err:
@@ -342,7 +320,7 @@ def _read_txt(path: str, max_bytes: int) -> Iterator[Record]:
             raw = handle.read(max_bytes + 1)
             if len(raw) > max_bytes:
                 size = len(raw) + sum(len(chunk) for chunk in iter(lambda: handle.read(_SKIP_CHUNK), b''))
-                yield Reject(path, 1, _too_long(size, max_bytes))
+                yield Reject(path, 1, too_long(size, max_bytes))
                 return
         except _STREAM_ERRORS as err:
             yield Reject(path, 1, f'unreadable compressed data: {err}')
@@ -361,6 +339,9 @@ def _read_txt(path: str, max_bytes: int) -> Iterator[Record]:
 def read_file(path: str, text_field: str = 'text', max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Record]:
     """Yield the documents and rejects of one file; an unreadable or binary file is one reject."""
     try:
+        if _format(path) == 'parquet':
+            yield from read_parquet(path, text_field, max_doc_bytes)
+            return
         binary = _binary(path)
         if binary:
             yield Reject(path, 1, binary)
