@@ -3,10 +3,11 @@ of uniform, CIS, CIS + the specialist stream, DSIR and the specialist sample alo
 
 The paper's regime: the specialist sample is small next to the budget, so training on it alone
 repeats it many times. Each (domain, specialist set, method) is one long run with a constant
-learning rate after a 100-batch warm-up (`constant_with_warmup`), evaluated at CURVE_POINTS evenly
-spaced budgets, so one run gives the curve and every point of every method is a model at the same
-learning rate (a cosine schedule would make each intermediate point a half-annealed model; the
-price is that no point is annealed, the same for every method).
+learning rate after a 50-batch warm-up (`constant_with_warmup`), evaluated at the budgets of
+CURVE_POINTS (dense early, where specialist-alone turns, sparse later), so one run gives the curve
+and every point of every method is a model at the same learning rate (a cosine schedule would make
+each intermediate point a half-annealed model; the price is that no point is annealed, the same for
+every method).
 
 Specialist sets: `small` (the domain's train split cut to its first documents up to SMALL_CHARS
 characters, about 100 KB) and `split` (the whole train split, 0.5 to 2.7 MB). Methods:
@@ -30,8 +31,10 @@ from benchmarks.quality.baselines import chunk_pool, dsir_log_weights, dsir_sele
 from benchmarks.quality.data import BATCH, SEQ_LEN, one_cluster_index, pool_documents, texts_of, write_jsonl
 from cis_stream.format.reader import CISIndex
 
-CURVE_POINTS = 8
-WARMUP_BATCHES = 100
+# Evaluations, as fractions of the run's batches: 50, 100, 200, 400, 800, ... 2,400 for 2,400 batches.
+CURVE_POINTS = (1 / 48, 1 / 24, 1 / 12, 1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
+WARMUP_BATCHES = 50
+SAVE_EVERY = 200  # batches between checkpoints (a killed run resumes from the last)
 SMALL_CHARS = 100_000
 SPECIALIST_REPEATS = 20
 LONG_DOMAINS = ('biomedical', 'news')
@@ -41,11 +44,11 @@ BIG_MODEL = ('model.d_model=256', 'model.n_layers=4', 'model.n_heads=4')
 
 
 def schedule(steps: int) -> tuple[str, ...]:
-    """Constant LR after warm-up, CURVE_POINTS evaluations, and a checkpoint at each one to resume from."""
-    every = steps // CURVE_POINTS
+    """Constant LR after warm-up, the CURVE_POINTS evaluations, and checkpoints to resume from."""
+    points = sorted({max(1, round(steps * f)) for f in CURVE_POINTS})
     return ('scheduler.name=constant_with_warmup', f'scheduler.t_warmup={WARMUP_BATCHES}ba',
-            f'eval_interval={every}ba', f'save_interval={every}ba', 'save_num_checkpoints_to_keep=1',
-            'autoresume=true')
+            f'eval_interval=[{", ".join(map(str, points))}]', f'save_interval={SAVE_EVERY}ba',
+            'save_num_checkpoints_to_keep=1', 'autoresume=true')
 
 
 class Curves:

@@ -150,6 +150,21 @@ def build_callbacks(cfg: dict) -> list:
     return callbacks
 
 
+def eval_schedule(interval: Any) -> Any:
+    """Composer's eval_interval; a list of batch counts evaluates after exactly those batches (and at
+    the end), so a curve can be dense early, where it bends, and sparse later."""
+    if not isinstance(interval, list):
+        return interval
+    if not interval or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in interval):
+        raise ValueError(f'eval_interval {interval}: a list must hold positive batch counts, e.g. [50, 100, 200]')
+    from composer.core import Event
+    batches = set(interval)
+
+    def due(state, event) -> bool:
+        return event == Event.BATCH_END and int(state.timestamp.batch.value) in batches
+    return due
+
+
 def fit_microbatch(requested: Any, device_batch: int) -> Any:
     """`device_train_microbatch_size` where it divides the device batch; else the largest size that
     does and is not above it (Composer would otherwise warn at every step and run uneven microbatches).
@@ -210,7 +225,7 @@ def train(cfg: dict) -> dict:
         model=model,
         train_dataloader=train_loader,
         eval_dataloader=evaluators or None,
-        eval_interval=cfg.get('eval_interval', 1),
+        eval_interval=eval_schedule(cfg.get('eval_interval', 1)),
         eval_subset_num_batches=int(cfg.get('eval_subset_num_batches', -1)),
         optimizers=optimizer,
         schedulers=build_scheduler(cfg.get('scheduler') or {}),

@@ -106,13 +106,13 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
 def test_a_mixture_with_the_specialist_stream_trains_and_logs_its_eval_curve(mix_index, stream_weights, split_dir,
                                                                              tmp_path):
     evals = '[{label: specialist, dataset: {files: [%s]}}]' % (split_dir / 'specialist_test.jsonl')
-    result = _run(_overrides(mix_index.root, stream_weights, tmp_path, steps=8, eval_interval='4ba',
+    result = _run(_overrides(mix_index.root, stream_weights, tmp_path, steps=8, eval_interval='[3, 8]',
                              eval_subset_num_batches=2, eval_loaders=evals,
                              callbacks='{sample_order: {path: %s/order.jsonl}, eval_history: {path: %s/evals.jsonl}}'
                              % (tmp_path, tmp_path)))
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(line) for line in open(tmp_path / 'evals.jsonl', encoding='utf-8')]
-    assert [(r['batch'], r['tokens']) for r in history] == [(4, 4 * 8 * 64), (8, 8 * 8 * 64)]
+    assert [(r['batch'], r['tokens']) for r in history] == [(3, 3 * 8 * 64), (8, 8 * 8 * 64)]
     assert all(1 < r['metrics']['specialist']['LanguagePerplexity'] < 1e5 for r in history)
     from cis_stream.dataset import ClusteredImportanceDataset
     dataset = ClusteredImportanceDataset(mix_index.root, stream_weights, epoch_size=2000, batch_size=8)
