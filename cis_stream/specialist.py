@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
-from cis_stream.format.files import sha256_file
 from cis_stream.format.layout import TOKENIZER_FILE, NotAnIndexError
 from cis_stream.format.reader import CISIndex
+from cis_stream.text.readers import input_sha256
 
 WEIGHTS_SUFFIX = '.weights.json'
 STREAM_SUFFIX = '.specialist'
@@ -51,10 +51,10 @@ def _eval_files(index: CISIndex, decontaminate: bool) -> tuple[list[str], int]:
     if not record or not decontaminate:
         return [], 0
     paths = [spec['path'] for spec in record['files']]
-    problems = [f'{spec["path"]} is missing' if not os.path.isfile(spec['path']) else
+    problems = [f'{spec["path"]} is missing' if not os.path.exists(spec['path']) else
                 f'{spec["path"]} has changed (its sha256 is not the one recorded)'
                 for spec in record['files']
-                if not os.path.isfile(spec['path']) or sha256_file(spec['path']) != spec['sha256']]
+                if not os.path.exists(spec['path']) or input_sha256(spec['path']) != spec['sha256']]
     if problems:
         raise ValueError(f'{index.root} is decontaminated against eval files that the specialist stream must be '
                          f'screened against too, but {problems[0]} ({len(problems)} of {len(paths)} eval '

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cis_stream.format.files import canonical_json, replacing, sha256_file
+from cis_stream.format.files import canonical_json, replacing
 from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import WEIGHTS_ADVICE, check_proportions, check_specialist, check_weights
 from cis_stream.mixture import cap_proportions
 from cis_stream.specialist import build_stream, fraction_for, stream_record
-from cis_stream.text.readers import Document, expand_inputs, read_documents
+from cis_stream.text.readers import Document, expand_inputs, input_bytes, input_sha256, read_documents
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def place_specialist(index: CISIndex, files: list[str], text_field: str) -> tupl
     record (`rejects`), which the weights file keeps.
     """
     paths = expand_inputs(files)
-    records = {p: {'name': os.path.basename(p), 'bytes': os.path.getsize(p), 'sha256': sha256_file(p),
+    records = {p: {'name': os.path.basename(p), 'bytes': input_bytes(p), 'sha256': input_sha256(p),
                    'documents': 0, 'rejected': 0, 'rejects': []} for p in paths}
     nodes, texts = [], []
     for item in read_documents(paths, text_field):

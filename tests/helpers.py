@@ -25,6 +25,7 @@ import zstandard
 
 from cis_stream.embedders.base import Embedder, l2_normalise
 from cis_stream.format.layout import staging_dir
+from cis_stream.text.readers import input_bytes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -216,7 +217,7 @@ def assert_totals_reconcile(index, corpus: Corpus):
     assert [s['path'] for s in m['inputs']] == corpus.files
     for stats in m['inputs']:
         assert {k: stats[k] for k in ('documents', 'indexed', 'rejected')} == corpus.per_file(stats['path'])
-        assert stats['bytes'] == os.path.getsize(stats['path'])
+        assert stats['bytes'] == input_bytes(stats['path'])
     for key, total in [('documents', 'documents_read'), ('indexed', 'documents_indexed'),
                        ('rejected', 'documents_rejected'), ('bytes', 'input_bytes')]:
         assert sum(s[key] for s in m['inputs']) == t[total], key

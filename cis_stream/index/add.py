@@ -48,7 +48,7 @@ from cis_stream.index.spool import WindowSpool
 from cis_stream.index.work import WORK_DIR, part_dir
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
-from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs
+from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs, input_bytes
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _eval_set(old: CISIndex, decontaminate: bool) -> decontam.EvalSet | None:
     if not record or not decontaminate:
         return None
     paths = [spec['path'] for spec in record['files']]
-    missing = [path for path in paths if not os.path.isfile(path)]
+    missing = [path for path in paths if not os.path.exists(path)]
     text_field = old.manifest['options']['text_field']  # the eval files were read like the index's inputs
     eval_set = None if missing else decontam.load_eval_set(paths, record['ngram'], text_field)
     now = {spec['path']: spec['sha256'] for spec in eval_set.files} if eval_set else {}
@@ -119,7 +119,7 @@ def _grow(old: CISIndex, files, staging, strict, text_field, eval_set, progress)
     tokenizer, embedder, tree = old.tokenizer, old.embedder, old.tree
     work = os.path.join(staging, WORK_DIR)
     version = len(manifest.get('history', [])) + 1
-    parts = plan_parts([os.path.getsize(path) for path in files])
+    parts = plan_parts([input_bytes(path) for path in files])
     records, spools, nodes = [], [], []
     for number, part in enumerate(parts):
         directory = part_dir(work, number)

@@ -71,7 +71,7 @@ from cis_stream.index.spool import WindowSpool
 from cis_stream.index.work import WORK_DIR, PartWork, StageTimer
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
-from cis_stream.text.readers import InputError, InputFiles, find_inputs
+from cis_stream.text.readers import InputError, InputFiles, find_inputs, input_bytes
 from cis_stream.text.tokens import load_tokenizer
 from cis_stream.tree import Tree
 
@@ -173,7 +173,7 @@ class IndexJob(PartWork):
         self.files, self.out, self.options, self.strict = files, out, options, strict
         self.skipped = list(skipped)  # files under the inputs that are not read: {'path', 'reason'}
         self.staging = staging_dir(out)
-        self.sizes = [os.path.getsize(path) for path in files]
+        self.sizes = [input_bytes(path) for path in files]
         self.parts = plan_parts(self.sizes, part_bytes)
         self.part_bytes = [sum(self.sizes[i] for i in part) for part in self.parts]
         super().__init__(os.path.join(self.staging, WORK_DIR), self.part_bytes, group, progress)

@@ -29,8 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from cis_stream.format.files import sha256_file
-from cis_stream.text.readers import Document, InputError, expand_inputs, read_documents
+from cis_stream.text.readers import Document, InputError, expand_inputs, input_bytes, input_sha256, read_documents
 from cis_stream.text.tokens import Windows
 
 # Words in a run shared with an eval document that drops a window (GPT-3 and Llama use 13).
@@ -122,7 +121,7 @@ def load_eval_set(specs: list[str], ngram: int = DEFAULT_NGRAM, text_field: str 
     hasher = hasher or _WordHasher()
     digests: dict[bytes, int] = {}
     refs: list[str] = []
-    stats = {path: {'path': path, 'bytes': os.path.getsize(path), 'sha256': sha256_file(path),
+    stats = {path: {'path': path, 'bytes': input_bytes(path), 'sha256': input_sha256(path),
                     'documents': 0, 'rejected': 0, 'short_documents': 0} for path in files}
     grams, gram_docs = [], []
     for item in read_documents(files, text_field):

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import zstandard
 
+from cis_stream.format.files import sha256_file
+from cis_stream.text.mds import MDS_INDEX, is_mds_dir, mds_bytes, mds_sha256, read_mds
 from cis_stream.text.parquet import read_parquet
 from cis_stream.text.records import Document, InputError, Record, Reject, too_long
 
@@ -99,6 +101,10 @@ def find_inputs(inputs: list[str], strict: bool = False) -> InputFiles:
             def unreadable(err: OSError) -> None:
                 skipped[os.path.abspath(err.filename)] = f'unreadable directory: {err.strerror}'
             for root, dirs, names in os.walk(spec, onerror=unreadable):
+                if is_mds_dir(root):  # an MDS dataset is one input: its shards are not files to read
+                    found.append(root)
+                    dirs.clear()
+                    continue
                 for name in dirs:
                     if os.path.islink(os.path.join(root, name)):
                         skipped[os.path.abspath(os.path.join(root, name))] = \
@@ -112,6 +118,8 @@ def find_inputs(inputs: list[str], strict: bool = False) -> InputFiles:
             if not found:
                 raise InputError(f'{spec}: directory holds no input files ({SUFFIXES_HELP})')
             files.extend(found)
+        elif os.path.isfile(spec) and os.path.basename(spec) == MDS_INDEX and is_mds_dir(os.path.dirname(spec) or '.'):
+            files.append(os.path.dirname(spec) or '.')
         elif os.path.isfile(spec):
             if not _format(spec):
                 raise InputError(f'{spec}: unsupported file type; use {SUFFIXES_HELP}')
@@ -336,9 +344,16 @@ def _read_txt(path: str, max_bytes: int) -> Iterator[Record]:
     yield Document(path, path, 1, text)
 
 
-def read_file(path: str, text_field: str = 'text', max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Record]:
-    """Yield the documents and rejects of one file; an unreadable or binary file is one reject."""
+def read_file(path: str, text_field: str = 'text', max_doc_bytes: int = MAX_DOC_BYTES,
+              tokenizer=None) -> Iterator[Record]:
+    """Yield the documents and rejects of one input; an unreadable or binary file is one reject.
+
+    `tokenizer` (the index's, where the user named it) decodes token-id columns of MDS datasets.
+    """
     try:
+        if os.path.isdir(path):
+            yield from read_mds(path, text_field, max_doc_bytes, tokenizer)
+            return
         if _format(path) == 'parquet':
             yield from read_parquet(path, text_field, max_doc_bytes)
             return
@@ -358,3 +373,13 @@ def read_documents(files: list[str], text_field: str = 'text',
     """Yield every record of every file, in order."""
     for path in files:
         yield from read_file(path, text_field, max_doc_bytes)
+
+
+def input_bytes(path: str) -> int:
+    """An input's size: a file's, or an MDS dataset's index and shards."""
+    return mds_bytes(path) if os.path.isdir(path) else os.path.getsize(path)
+
+
+def input_sha256(path: str) -> str:
+    """An input's sha256: a file's bytes, or an MDS dataset's index and shards in order."""
+    return mds_sha256(path) if os.path.isdir(path) else sha256_file(path)

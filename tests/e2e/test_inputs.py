@@ -61,3 +61,34 @@ def test_bad_parquet_rows_are_counted_listed_and_refused_under_strict(small_corp
         (42, 'row 42 (row group 2, row 9): empty document')]
     with pytest.raises(InputError, match=r'rows.parquet:21: row 21 \(row group 1, row 4\).*--strict'):
         build_index([path], str(tmp_path / 'strict'), strict=True, **dict(SMALL_OPTIONS, levels=[2]))
+
+
+def test_an_mds_dataset_gives_the_index_of_the_same_text_as_json_lines(small_corpus, small_index, tmp_path):
+    from streaming import MDSWriter
+    out = tmp_path / 'inputs' / 'small_mds'
+    with MDSWriter(out=str(out), columns={'text': 'str', 'topic': 'str'}, compression='zstd', hashes=['xxh64'],
+                   size_limit=1 << 15) as writer:
+        for doc in small_corpus.docs:
+            writer.write({'text': doc['text'], 'topic': doc['topic']})
+    index = build_index([str(tmp_path / 'inputs')], str(tmp_path / 'index'), **SMALL_OPTIONS)
+    assert index.fingerprint == small_index.fingerprint
+    assert [s['path'] for s in index.manifest['inputs']] == [str(out)]
+    assert_totals_reconcile(index, Corpus(str(tmp_path), [str(out)], [dict(d, file=str(out), line=i + 1)
+                                                                      for i, d in enumerate(small_corpus.docs)]))
+
+
+def test_pre_tokenised_mds_is_indexed_only_with_its_tokenizer_named(small_corpus, small_tokenizer, tmp_path):
+    import numpy as np
+    from streaming import MDSWriter
+
+    from cis_stream.text.tokens import load_tokenizer
+    tokenizer = load_tokenizer(small_tokenizer)
+    out = tmp_path / 'tokens_mds'
+    with MDSWriter(out=str(out), columns={'tokens': 'ndarray:uint16'}) as writer:
+        for doc in small_corpus.docs[:120]:
+            writer.write({'tokens': np.asarray(tokenizer.tokenizer.encode(doc['text']).ids, np.uint16)})
+    options = dict(SMALL_OPTIONS, levels=[2], text_field='tokens')
+    index = build_index([str(out)], str(tmp_path / 'index'), tokenizer=small_tokenizer, **options)
+    assert index.manifest['totals']['documents_indexed'] == 120
+    with pytest.raises(InputError, match='holds token ids .*name it with --tokenizer'):
+        build_index([str(out)], str(tmp_path / 'refused'), strict=True, **options)
