@@ -39,7 +39,7 @@ from tests.helpers import (
 )
 
 # Fixtures of the mixture, dataset and training tests (one topic as the specialist domain).
-pytest_plugins = ['tests.fixtures_mixture']
+pytest_plugins = ['tests.fixtures_mixture', 'tests.fixtures_s3']
 
 
 def pytest_configure(config):

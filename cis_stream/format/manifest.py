@@ -63,7 +63,7 @@ def fingerprint(manifest: dict, root: str, num_leaves: int) -> str:
         k: v for k, v in manifest['options']['tokenizer'].items() if k != 'source'})
     # How the text was stored (JSON lines or Parquet, compressed or not) is not content: file sizes are left out.
     stable['totals'] = {k: v for k, v in manifest['totals'].items() if k != 'input_bytes'}
-    stable['inputs'] = [{k: v for k, v in s.items() if k not in ('path', 'bytes')} for s in manifest['inputs']]
+    stable['inputs'] = [{k: v for k, v in s.items() if k not in ('path', 'bytes', 'etag')} for s in manifest['inputs']]
     if manifest.get('decontamination'):  # the eval files' bytes and hashes, not where they lay
         stable['decontamination'] = dict(manifest['decontamination'], files=[
             {k: v for k, v in s.items() if k != 'path'} for s in manifest['decontamination']['files']])

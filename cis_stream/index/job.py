@@ -71,7 +71,7 @@ from cis_stream.index.spool import WindowSpool
 from cis_stream.index.work import WORK_DIR, PartWork, StageTimer
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
-from cis_stream.text.readers import InputError, InputFiles, find_inputs, input_bytes
+from cis_stream.text.readers import InputError, InputFiles, find_inputs, input_bytes, input_stamp
 from cis_stream.text.tokens import load_tokenizer
 from cis_stream.tree import Tree
 
@@ -189,7 +189,7 @@ class IndexJob(PartWork):
         """Start the staging directory, or check that the one there holds this same job."""
         record = {'format_version': FORMAT_VERSION, 'options': dataclasses.asdict(self.options),
                   'parts': self.parts,
-                  'inputs': [{'path': path, 'bytes': size, 'mtime_ns': os.stat(path).st_mtime_ns}
+                  'inputs': [{'path': path, 'bytes': size, 'stamp': input_stamp(path)}
                              for path, size in zip(self.files, self.sizes)]}
         record = json.loads(canonical_json(record))
         path = os.path.join(self.work, 'job.json')

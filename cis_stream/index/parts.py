@@ -19,7 +19,7 @@ from cis_stream.index.options import IndexOptions
 from cis_stream.index.spool import WindowSpool
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import text_hash
-from cis_stream.text.readers import Document, InputError, input_bytes, read_file
+from cis_stream.text.readers import Document, InputError, input_bytes, input_origin, read_file
 from cis_stream.text.tokens import TokenizerHandle, make_windows
 from cis_stream.tree import Tree
 
@@ -103,7 +103,7 @@ def read_part(files: list[str], directory: str, options: IndexOptions, tokenizer
     """
     shutil.rmtree(directory, ignore_errors=True)
     spool = WindowSpool(directory)
-    inputs = {path: {'path': path, 'bytes': input_bytes(path), 'documents': 0, 'indexed': 0,
+    inputs = {path: {'path': path, 'bytes': input_bytes(path), **input_origin(path), 'documents': 0, 'indexed': 0,
                      'rejected': 0, 'excluded': 0} for path in files}
     screen = decontam.Decontaminator(eval_set, os.path.join(directory, decontam.EXCLUDED_FILE)) if eval_set else None
 

@@ -23,6 +23,7 @@ from cis_stream.format.files import sha256_file
 from cis_stream.text.mds import MDS_INDEX, is_mds_dir, mds_bytes, mds_sha256, read_mds
 from cis_stream.text.parquet import read_parquet
 from cis_stream.text.records import Document, InputError, Record, Reject, too_long
+from cis_stream.text.remote import fetch, is_remote, list_remote, listed, read_remote, release
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,13 @@ def find_inputs(inputs: list[str], strict: bool = False) -> InputFiles:
     skipped: dict[str, str] = {}  # absolute path: reason
     other = f'not an input format ({SUFFIXES_HELP})'
     for spec in inputs:
-        if os.path.isdir(spec):
+        if is_remote(spec):
+            found, not_inputs = list_remote(spec, lambda key: _format(key) is not None)
+            if not found:
+                raise InputError(f'{spec}: holds no input files ({SUFFIXES_HELP})')
+            files.extend(item.url for item in found)
+            skipped.update((url, other) for url in not_inputs)
+        elif os.path.isdir(spec):
             found = []
 
             def unreadable(err: OSError) -> None:
@@ -133,7 +140,7 @@ def find_inputs(inputs: list[str], strict: bool = False) -> InputFiles:
             files.extend(found)
         else:
             raise InputError(f'{spec}: no such file or directory')
-    result = InputFiles(sorted({os.path.abspath(f) for f in files}),
+    result = InputFiles(sorted({f if is_remote(f) else os.path.abspath(f) for f in files}),
                         [{'path': path, 'reason': reason} for path, reason in sorted(skipped.items())])
     if strict and result.skipped:
         first = result.skipped[0]
@@ -350,6 +357,9 @@ def read_file(path: str, text_field: str = 'text', max_doc_bytes: int = MAX_DOC_
 
     `tokenizer` (the index's, where the user named it) decodes token-id columns of MDS datasets.
     """
+    if is_remote(path):
+        yield from read_remote(path, lambda local: read_file(local, text_field, max_doc_bytes, tokenizer))
+        return
     try:
         if os.path.isdir(path):
             yield from read_mds(path, text_field, max_doc_bytes, tokenizer)
@@ -376,10 +386,29 @@ def read_documents(files: list[str], text_field: str = 'text',
 
 
 def input_bytes(path: str) -> int:
-    """An input's size: a file's, or an MDS dataset's index and shards."""
+    """An input's size: a file's, an MDS dataset's index and shards, or an object's as listed."""
+    if is_remote(path):
+        return listed(path).size
     return mds_bytes(path) if os.path.isdir(path) else os.path.getsize(path)
 
 
 def input_sha256(path: str) -> str:
-    """An input's sha256: a file's bytes, or an MDS dataset's index and shards in order."""
+    """An input's sha256: a file's bytes, or an MDS dataset's index and shards in order (fetched
+    first if remote)."""
+    if is_remote(path):
+        local = fetch(path)
+        try:
+            return input_sha256(local)
+        finally:
+            release(local)
     return mds_sha256(path) if os.path.isdir(path) else sha256_file(path)
+
+
+def input_origin(path: str) -> dict:
+    """What the manifest records of where an input came from besides its path: an object's ETag."""
+    return {'etag': listed(path).etag} if is_remote(path) else {}
+
+
+def input_stamp(path: str) -> str:
+    """What changes when an input changes, cheaply: its mtime, or an object's ETag."""
+    return f'etag:{listed(path).etag}' if is_remote(path) else f'mtime_ns:{os.stat(path).st_mtime_ns}'
