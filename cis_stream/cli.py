@@ -41,7 +41,11 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('inputs', nargs='+', metavar='INPUT',
                         help='.jsonl/.json (JSON lines) or .txt files, plain or .gz/.zst/.bz2, directories or '
                              'globs (other files in a directory are skipped and listed)')
-    parser.add_argument('--out', required=True, help='directory of the index to publish')
+    parser.add_argument('--out', required=True,
+                        help='directory of the index to publish, or s3://BUCKET/PREFIX to build locally and upload')
+    parser.add_argument('--staging', default=None, metavar='DIR',
+                        help='with an s3:// --out: where to build before uploading (default: a folder named after '
+                             'the URL under $TMPDIR/cis_stream_publish; kept, so a killed upload resumes)')
     parser.add_argument('--embedder', default=default.embedder,
                         help='lsi (fast, model-free), minilm (SBERT all-MiniLM-L6-v2, the paper) or '
                              'package.module:Class (your own)')
@@ -91,10 +95,10 @@ def run_index(args: argparse.Namespace) -> int:
     from cis_stream.index.job import build_index
     from cis_stream.report.summary import index_summary
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
-                        restart=args.restart, part_bytes=args.part_bytes)
+                        restart=args.restart, part_bytes=args.part_bytes, staging=args.staging)
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
         print(index_summary(index.manifest))
-        print(f'published {index.root}')
+        print(f'published {args.out} (built in {index.root})' if '://' in args.out else f'published {index.root}')
     return 0
 
 

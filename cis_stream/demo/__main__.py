@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(os.path.join(ROOT, 'yamls', 'cis.yaml'), [])
     budget = args.steps * cfg['global_train_batch_size'] * cfg['max_seq_len']  # the tokens each model trains on
     _cli(['weights', '--index', f'{out}/index', '--specialist', specialist, '--specialist-repeats',
-          str(SPECIALIST_REPEATS), '--tokens', str(budget), '-o', f'{out}/specialist-stream.weights.json'])
+          str(SPECIALIST_REPEATS), '--tokens', str(budget), '-o', f'{out}/with-sample.weights.json'])
 
     _step(f'5. train the uniform baseline and the two CIS models, {args.steps} steps each')
     results = {'uniform': _train('uniform.yaml', out, 'uniform-demo', args.steps),
                'cis': _train('cis.yaml', out, 'cis-demo', args.steps, f'{out}/specialist.weights.json'),
                'cis+specialist': _train('cis.yaml', out, 'cis-stream-demo', args.steps,
-                                        f'{out}/specialist-stream.weights.json')}
+                                        f'{out}/with-sample.weights.json')}
 
     _step('result: perplexity on held-out text (lower is better)')
     print(f'{"model":15s} {"specialist":>12s} {"generalist":>12s}')

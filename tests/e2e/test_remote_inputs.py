@@ -105,3 +105,84 @@ def test_a_store_that_goes_away_mid_read_is_retried_then_named(corpus_dir, s3_se
     message = str(info.value)
     assert message.startswith('s3://corpus/data/a.jsonl.zst: cannot be fetched after 3 attempts')
     assert 'run the same command again' in message and secret not in message
+
+
+def _keys(port: int, bucket: str, prefix: str) -> dict[str, int]:
+    import boto3
+    client = boto3.client('s3', endpoint_url=f'http://127.0.0.1:{port}')
+    pages = client.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix)
+    return {o['Key'][len(prefix):]: o['Size'] for page in pages for o in page.get('Contents', [])}
+
+
+def test_parquet_in_s3_to_an_index_in_s3_to_a_trained_step(corpus_dir, s3_server, monkeypatch, tmp_path, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    from cis_stream.dataset import ClusteredImportanceDataset
+    from tests.helpers import REPO_ROOT
+    port, secret = s3_server
+    _upload(port, corpus_dir)
+    import boto3
+    boto3.client('s3', endpoint_url=f'http://127.0.0.1:{port}').create_bucket(Bucket='indexes')
+    monkeypatch.setenv('S3_ENDPOINT_URL', f'http://127.0.0.1:{port}')
+    options = dict(SMALL_OPTIONS, levels=[2, 4])
+    local = build_index([os.path.join(corpus_dir, 'b.parquet')], str(tmp_path / 'local'), **options)
+    with caplog.at_level(logging.INFO):
+        index = build_index(['s3://corpus/data/b.parquet'], 's3://indexes/med', staging=str(tmp_path / 'stage'),
+                            **options)
+    assert index.root == str(tmp_path / 'stage') and index.fingerprint == local.fingerprint
+    files = {os.path.relpath(os.path.join(d, n), index.root) for d, _, names in os.walk(index.root) for n in names}
+    assert set(_keys(port, 'indexes', 'med/')) == files
+    # The published index trains: the dataset reads it through a local cache, as Streaming does.
+    common = dict(batch_size=4, shuffle=False, num_canonical_nodes=1)
+    remote = ClusteredImportanceDataset('s3://indexes/med', None, local=str(tmp_path / 'cache'), **common)
+    assert remote[3]['input_ids'].tolist() == ClusteredImportanceDataset(local.root, None, **common)[3][
+        'input_ids'].tolist()
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'train.py'), os.path.join(REPO_ROOT, 'yamls',
+                             'uniform.yaml'), 'train_loader.dataset.index=s3://indexes/med',
+                             f'train_loader.dataset.local={tmp_path / "train_cache"}', 'max_seq_len=96',
+                             'global_train_batch_size=4', 'device_train_microbatch_size=4', 'max_duration=2ba',
+                             'eval_loaders=[]', 'save_folder=null', 'results_path=null', 'model.d_model=32',
+                             'model.n_layers=1', 'model.n_heads=2', 'callbacks={}'],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr + caplog.text
+
+
+def test_a_remote_index_is_replaced_only_with_overwrite_and_a_killed_upload_resumes(
+        corpus_dir, s3_server, monkeypatch, tmp_path, caplog):
+    import logging
+
+    import boto3
+    port, _ = s3_server
+    _upload(port, corpus_dir)
+    client = boto3.client('s3', endpoint_url=f'http://127.0.0.1:{port}')
+    client.create_bucket(Bucket='indexes')
+    monkeypatch.setenv('S3_ENDPOINT_URL', f'http://127.0.0.1:{port}')
+    inputs, stage = ['s3://corpus/data/a.jsonl.zst'], str(tmp_path / 'stage')
+    options = dict(SMALL_OPTIONS, levels=[2, 4])
+    first = build_index(inputs, 's3://indexes/idx', staging=stage, **options)
+    published = _keys(port, 'indexes', 'idx/')
+    # A killed upload: the manifest (always last) and a few shards never arrived.
+    lost = ['cis_index.json'] + [k for k in published if k.endswith('.mds.zstd')][:2]
+    client.delete_objects(Bucket='indexes', Delete={'Objects': [{'Key': f'idx/{k}'} for k in lost]})
+    with caplog.at_level(logging.INFO):
+        again = build_index(inputs, 's3://indexes/idx', staging=stage, **options)
+    assert again.fingerprint == first.fingerprint
+    assert f'published s3://indexes/idx: {len(published)} files ({len(lost)} uploaded, ' \
+           f'{len(published) - len(lost)} already there)' in caplog.text
+    assert _keys(port, 'indexes', 'idx/') == published
+    # Another index to the same URL: refused before any work, then replaced with --overwrite.
+    with pytest.raises(FileExistsError, match='s3://indexes/idx already holds an index; pass --overwrite'):
+        build_index(inputs, 's3://indexes/idx', staging=str(tmp_path / 'other'), **dict(options, levels=[2]))
+    assert not os.path.exists(tmp_path / 'other')
+    replaced = build_index(inputs, 's3://indexes/idx', staging=str(tmp_path / 'other'), overwrite=True,
+                           **dict(options, levels=[2]))
+    now = _keys(port, 'indexes', 'idx/')
+    files = {os.path.relpath(os.path.join(d, n), replaced.root) for d, _, names in os.walk(replaced.root)
+             for n in names}
+    assert set(now) == files and not any(k.startswith('clusters/00003/') for k in now)  # stale leaves removed
+    # A staging folder holding another build is never replaced.
+    with pytest.raises(FileExistsError, match='--staging .* holds the build of other inputs or options'):
+        build_index(inputs, 's3://indexes/idx', staging=stage, overwrite=True, **dict(options, seed=3))

@@ -1,0 +1,108 @@
+"""Publishing a built index to an object store (`cis-stream index ... --out s3://bucket/idx`).
+
+The index is built locally (in `--staging`), then uploaded with parallel transfers, the manifest
+last: a reader that opens the index (it starts from the manifest) never sees a partial one. An
+existing remote index is refused unless `overwrite`; then its manifest is deleted first, so that
+no reader mixes its shards with the new ones, and objects the new index does not have are removed
+before the new manifest goes up. A killed upload resumes: an object already there with the same
+size and MD5 (its ETag: every file goes up in one request) is not sent again.
+
+boto3 is used as in text/remote.py (Streaming's own uploader sends one file at a time and cannot
+list or compare); credentials come from the environment and never reach a message.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+
+from tqdm.auto import tqdm
+
+from cis_stream.format.layout import MANIFEST
+
+log = logging.getLogger(__name__)
+
+UPLOAD_THREADS = 8
+# Every file in one PUT (an index file is at most a shard, 64 MB by default), so its ETag is its MD5.
+SINGLE_PUT_LIMIT = 5 * 1024 ** 3
+
+
+def split_url(url: str) -> tuple[str, str]:
+    if not url.startswith('s3://'):
+        raise ValueError(f'--out {url}: an index is published to s3:// object stores only (or to a local directory)')
+    bucket, _, prefix = url[len('s3://'):].partition('/')
+    if not bucket or not prefix.strip('/'):
+        raise ValueError(f'--out {url}: name a prefix inside the bucket, e.g. s3://{bucket or "BUCKET"}/indexes/med')
+    return bucket, prefix.strip('/')
+
+
+def _client():
+    import boto3
+    return boto3.client('s3', endpoint_url=os.environ.get('S3_ENDPOINT_URL') or None)
+
+
+def remote_objects(url: str) -> dict[str, dict]:
+    """Every object under the index prefix, by its name inside the index."""
+    bucket, prefix = split_url(url)
+    pages = _client().get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/')
+    return {obj['Key'][len(prefix) + 1:]: obj for page in pages for obj in page.get('Contents', [])}
+
+
+def check_remote_out(url: str, overwrite: bool) -> None:
+    """Refuse to publish over an existing remote index unless `overwrite` (before any work is done)."""
+    try:
+        existing = remote_objects(url)
+    except ValueError:
+        raise
+    except Exception as err:  # botocore's errors name the bucket and the failure, never a secret
+        raise ValueError(f'--out {url}: the object store cannot be listed ({type(err).__name__}: {err}); check the '
+                         f'bucket, the credentials and S3_ENDPOINT_URL') from None
+    if MANIFEST in existing and not overwrite:
+        raise FileExistsError(f'{url} already holds an index; pass --overwrite (overwrite=True) to replace it')
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_index(local: str, url: str, progress: bool = True) -> dict:
+    """Upload the published index at `local` to `url`, manifest last; returns what was sent."""
+    from boto3.s3.transfer import TransferConfig
+    bucket, prefix = split_url(url)
+    client = _client()
+    names = sorted(os.path.relpath(os.path.join(folder, name), local)
+                   for folder, _, files in os.walk(local) for name in files)
+    existing = remote_objects(url)
+    if MANIFEST in existing:  # --overwrite was given (check_remote_out): hide the old index first
+        client.delete_object(Bucket=bucket, Key=f'{prefix}/{MANIFEST}')
+    config = TransferConfig(multipart_threshold=SINGLE_PUT_LIMIT, use_threads=False)
+
+    def unchanged(name: str) -> bool:
+        there = existing.get(name)
+        path = os.path.join(local, name)
+        return bool(there) and there['Size'] == os.path.getsize(path) and there['ETag'].strip('"') == _md5(path)
+
+    todo = [name for name in names if name != MANIFEST and not unchanged(name)]
+    with concurrent.futures.ThreadPoolExecutor(UPLOAD_THREADS) as pool, \
+            tqdm(total=len(todo), desc='upload', unit='file', disable=not progress) as bar:
+        futures = [pool.submit(client.upload_file, os.path.join(local, name), bucket, f'{prefix}/{name}',
+                               Config=config) for name in todo]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+            bar.update()
+    stale = sorted(set(existing) - set(names))
+    for start in range(0, len(stale), 1000):
+        client.delete_objects(Bucket=bucket, Delete={'Objects': [{'Key': f'{prefix}/{name}'}
+                                                                 for name in stale[start:start + 1000]]})
+    client.upload_file(os.path.join(local, MANIFEST), bucket, f'{prefix}/{MANIFEST}', Config=config)
+    summary = {'files': len(names), 'uploaded': len(todo) + 1, 'already_there': len(names) - len(todo) - 1,
+               'removed': len(stale)}
+    log.info('published %s: %d files (%d uploaded, %d already there), %d stale objects removed', url,
+             summary['files'], summary['uploaded'], summary['already_there'], summary['removed'])
+    return summary
