@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument('--seeds', type=lambda s: [int(x) for x in s.split(',')], default=[17])
     parser.add_argument('--processes', type=int, default=2, help='indexing processes (torchrun)')
     parser.add_argument('--ablation-domain', default='biomedical')
-    parser.add_argument('--curve-steps', type=int, default=2400,
+    parser.add_argument('--curve-steps', type=int, default=1200,
                         help='batches of the long budget curves (the other domains get half; default: %(default)s)')
     parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool,curves,curves_big',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')

@@ -3,7 +3,7 @@ of uniform, CIS, CIS + the specialist stream, DSIR and the specialist sample alo
 
 The paper's regime: the specialist sample is small next to the budget, so training on it alone
 repeats it many times. Each (domain, specialist set, method) is one long run with a constant
-learning rate after a 50-batch warm-up (`constant_with_warmup`), evaluated at the budgets of
+learning rate after a 25-batch warm-up (`constant_with_warmup`), evaluated at the budgets of
 CURVE_POINTS (dense early, where specialist-alone turns, sparse later), so one run gives the curve
 and every point of every method is a model at the same learning rate (a cosine schedule would make
 each intermediate point a half-annealed model; the price is that no point is annealed, the same for
@@ -31,9 +31,9 @@ from benchmarks.quality.baselines import chunk_pool, dsir_log_weights, dsir_sele
 from benchmarks.quality.data import BATCH, SEQ_LEN, one_cluster_index, pool_documents, texts_of, write_jsonl
 from cis_stream.format.reader import CISIndex
 
-# Evaluations, as fractions of the run's batches: 50, 100, 200, 400, 800, ... 2,400 for 2,400 batches.
+# Evaluations, as fractions of the run's batches: 25, 50, 100, 200, 400, 600, ... 1,200 for 1,200 batches.
 CURVE_POINTS = (1 / 48, 1 / 24, 1 / 12, 1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
-WARMUP_BATCHES = 50
+WARMUP_BATCHES = 25
 SAVE_EVERY = 200  # batches between checkpoints (a killed run resumes from the last)
 SMALL_CHARS = 100_000
 SPECIALIST_REPEATS = 20
