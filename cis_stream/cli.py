@@ -106,6 +106,8 @@ def add_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('inputs', nargs='+', metavar='NEW_INPUT', help='files, directories or globs to add')
     parser.add_argument('--index', required=True, help='the published index to grow')
     parser.add_argument('--out', default=None, help='publish the new version here (default: replace --index)')
+    parser.add_argument('--staging', default=None, metavar='DIR',
+                        help='with an s3:// --index: where to fetch and grow it before uploading')
     parser.add_argument('--text-field', default=None, help="JSON field holding the text (default: the index's)")
     parser.add_argument('--strict', action='store_true',
                         help='stop at the first bad record, or at a file under the inputs that would be skipped')
@@ -118,9 +120,11 @@ def run_add(args: argparse.Namespace) -> int:
     from cis_stream.index.add import add_to_index
     from cis_stream.report.summary import add_summary
     index = add_to_index(args.index, args.inputs, args.out, strict=args.strict, text_field=args.text_field,
-                         decontaminate=args.decontaminate)
+                         decontaminate=args.decontaminate, staging=args.staging)
     print(add_summary(index.manifest))
-    print(f'published {index.root}; weights made for the previous version must be recomputed')
+    where = args.out or args.index
+    print(f'published {where if "://" in where else index.root}; weights made for the previous version must be '
+          f'recomputed')
     return 0
 
 

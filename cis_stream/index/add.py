@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -30,6 +32,7 @@ from cis_stream.format.leaves import join_leaf_index, write_leaf
 from cis_stream.format.manifest import add_node_totals, finish_manifest
 from cis_stream.format.publish import check_apart, link_tree, lock_staging, publish
 from cis_stream.format.reader import CISIndex
+from cis_stream.format.store import check_remote_out, download_index, upload_index
 from cis_stream.index.options import IndexOptions
 from cis_stream.index.parts import (
     HASHES_FILE,
@@ -49,18 +52,24 @@ from cis_stream.index.work import WORK_DIR, part_dir
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
 from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs, input_bytes
+from cis_stream.text.remote import is_remote
 
 log = logging.getLogger(__name__)
 
 
 def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, strict: bool = False,
-                 text_field: str | None = None, decontaminate: bool = True, progress: bool = True) -> CISIndex:
+                 text_field: str | None = None, decontaminate: bool = True, progress: bool = True,
+                 staging: str | None = None) -> CISIndex:
     """Publish a new version of the index at `index_dir` (or at `out`) that also holds `inputs`.
 
     With `decontaminate=False`, new documents are not screened against the index's eval files
     (module docstring). One build or add of `out` runs at a time (staging.py); the index is opened
-    under that lock, so two adds in place never both start from the same version.
+    under that lock, so two adds in place never both start from the same version. An `s3://`
+    index is fetched whole into `staging`, grown there and uploaded, manifest last (format/store.py).
     """
+    if is_remote(index_dir) or (out is not None and is_remote(out)):
+        return _add_remote(index_dir, inputs, out or index_dir, staging, strict=strict, text_field=text_field,
+                           decontaminate=decontaminate, progress=progress)
     root, out = os.path.abspath(index_dir), os.path.abspath(out or index_dir)
     check_apart(out, inputs)
     with lock_staging(out):
@@ -87,6 +96,25 @@ def add_to_index(index_dir: str, inputs: list[str], out: str | None = None, *, s
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return CISIndex(out, manifest)
+
+
+def _add_remote(index_url: str, inputs: list[str], out_url: str, staging: str | None, **grow) -> CISIndex:
+    """Fetch the index, grow it locally, upload the new version: in place, or to a new URL."""
+    if not is_remote(index_url) or not is_remote(out_url):
+        raise ValueError(f'--index {index_url} and --out {out_url}: grow an s3:// index into an s3:// --out (or '
+                         f'a local one into a local one)')
+    check_remote_out(out_url, overwrite=out_url == index_url)  # in place replaces; elsewhere must be free
+    local = os.path.abspath(staging or os.path.join(tempfile.gettempdir(), 'cis_stream_publish',
+                                                    re.sub(r'[^A-Za-z0-9._-]+', '_', out_url) + '.add'))
+    if os.path.exists(local):
+        raise FileExistsError(f'--staging {local} exists: remove it (a previous add left it), or choose another')
+    try:
+        download_index(index_url, os.path.join(local, 'old'), grow['progress'])
+        grown = add_to_index(os.path.join(local, 'old'), inputs, os.path.join(local, 'new'), **grow)
+        upload_index(grown.root, out_url, grow['progress'])
+    finally:
+        shutil.rmtree(os.path.join(local, 'old'), ignore_errors=True)
+    return grown
 
 
 def _eval_set(old: CISIndex, decontaminate: bool) -> decontam.EvalSet | None:

@@ -51,7 +51,7 @@ from cis_stream.format.leaves import write_leaf
 from cis_stream.format.manifest import finish_manifest, node_records
 from cis_stream.format.publish import BuildLockedError, check_apart, lock_staging, publish
 from cis_stream.format.reader import CISIndex
-from cis_stream.format.upload import check_remote_out, split_url, upload_index
+from cis_stream.format.store import check_remote_out, split_url, upload_index
 from cis_stream.index.dist import Group
 from cis_stream.index.fits import fit_embedder, fit_tree_on_sample
 from cis_stream.index.options import IndexOptions

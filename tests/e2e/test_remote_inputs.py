@@ -186,3 +186,27 @@ def test_a_remote_index_is_replaced_only_with_overwrite_and_a_killed_upload_resu
     # A staging folder holding another build is never replaced.
     with pytest.raises(FileExistsError, match='--staging .* holds the build of other inputs or options'):
         build_index(inputs, 's3://indexes/idx', staging=stage, overwrite=True, **dict(options, seed=3))
+
+
+def test_add_grows_an_s3_index_in_place_as_it_grows_a_local_one(corpus_dir, s3_server, monkeypatch, tmp_path):
+    import boto3
+
+    from cis_stream.format.reader import CISIndex
+    from cis_stream.index.add import add_to_index
+    port, _ = s3_server
+    boto3.client('s3', endpoint_url=f'http://127.0.0.1:{port}').create_bucket(Bucket='indexes')
+    monkeypatch.setenv('S3_ENDPOINT_URL', f'http://127.0.0.1:{port}')
+    options = dict(SMALL_OPTIONS, levels=[2, 4])
+    first = os.path.join(corpus_dir, 'a.jsonl.zst')
+    built = build_index([first], 's3://indexes/idx', staging=str(tmp_path / 'stage'), **options)
+    local = add_to_index(built.root, [os.path.join(corpus_dir, 'b.parquet')], str(tmp_path / 'grown'), progress=False)
+    remote = add_to_index('s3://indexes/idx', [os.path.join(corpus_dir, 'b.parquet')],
+                          staging=str(tmp_path / 'add'), progress=False)
+    assert remote.fingerprint == local.fingerprint != built.fingerprint
+    fetched = tmp_path / 'fetched'
+    from cis_stream.format.store import download_index
+    download_index('s3://indexes/idx', str(fetched), progress=False)
+    assert CISIndex.open(str(fetched)).manifest['history'][0]['fingerprint'] == built.fingerprint
+    assert set(_keys(port, 'indexes', 'idx/')) == {
+        os.path.relpath(os.path.join(d, n), remote.root) for d, _, names in os.walk(remote.root) for n in names}
+    assert not (tmp_path / 'add' / 'old').exists()  # the fetched old version is removed

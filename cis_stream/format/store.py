@@ -1,4 +1,5 @@
-"""Publishing a built index to an object store (`cis-stream index ... --out s3://bucket/idx`).
+"""An index in an object store: published there (`cis-stream index ... --out s3://bucket/idx`), and
+fetched from there whole for `cis-stream add --index s3://...`.
 
 The index is built locally (in `--staging`), then uploaded with parallel transfers, the manifest
 last: a reader that opens the index (it starts from the manifest) never sees a partial one. An
@@ -106,3 +107,21 @@ def upload_index(local: str, url: str, progress: bool = True) -> dict:
     log.info('published %s: %d files (%d uploaded, %d already there), %d stale objects removed', url,
              summary['files'], summary['uploaded'], summary['already_there'], summary['removed'])
     return summary
+
+
+def download_index(url: str, local: str, progress: bool = True) -> None:
+    """Every object of the index at `url` into the new folder `local` (for `add`, which needs it all)."""
+    bucket, prefix = split_url(url)
+    objects = remote_objects(url)
+    if MANIFEST not in objects:
+        raise ValueError(f'{url}: no index there (no {MANIFEST}); publish one with `cis-stream index ... --out {url}`')
+    client = _client()
+    for name in objects:
+        os.makedirs(os.path.dirname(os.path.join(local, name)), exist_ok=True)
+    with concurrent.futures.ThreadPoolExecutor(UPLOAD_THREADS) as pool, \
+            tqdm(total=len(objects), desc='download', unit='file', disable=not progress) as bar:
+        futures = [pool.submit(client.download_file, bucket, f'{prefix}/{name}', os.path.join(local, name))
+                   for name in objects]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()
+            bar.update()
