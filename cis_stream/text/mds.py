@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from cis_stream.format.files import sha256_file
-from cis_stream.text.records import Document, Record, Reject, too_long
+from cis_stream.text.records import Record, Reject, checked_text
 
 MDS_INDEX = 'index.json'
 _INT_ARRAYS = ('ndarray:uint8', 'ndarray:uint16', 'ndarray:uint32', 'ndarray:uint64', 'ndarray:int8',
@@ -156,9 +156,4 @@ def read_mds(path: str, text_field: str, max_bytes: int, tokenizer=None) -> Iter
             except Exception as err:  # Streaming's decoders and the tokenizer raise what their codec raises
                 yield Reject(path, number, f'{where}: cannot be decoded ({type(err).__name__}: {err})')
                 continue
-            if not value.strip():
-                yield Reject(path, number, f'{where}: empty document')
-            elif len(value) > max_bytes // 4 and len(value.encode('utf-8')) > max_bytes:
-                yield Reject(path, number, f'{where}: {too_long(len(value.encode("utf-8")), max_bytes)}')
-            else:
-                yield Document(f'{path}:{number}', path, number, value)
+            yield checked_text(path, number, where, value, max_bytes)

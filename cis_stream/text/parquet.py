@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cis_stream.text.records import Document, Record, Reject, too_long
+from cis_stream.text.records import Record, Reject, checked_text
 
 # Columns named in a wrong-column message (enough to spot the right --text-field).
 _COLUMNS_SHOWN = 12
@@ -88,9 +88,5 @@ def read_parquet(path: str, text_field: str, max_bytes: int) -> Iterator[Record]
             where = f'row {row:,} (row group {group}, row {offset})'
             if text is None:
                 yield Reject(path, row, f'{where}: text field {text_field!r} is null')
-            elif not text.strip():
-                yield Reject(path, row, f'{where}: empty document')
-            elif len(text) > max_bytes // 4 and len(text.encode('utf-8')) > max_bytes:
-                yield Reject(path, row, f'{where}: {too_long(len(text.encode("utf-8")), max_bytes)}')
             else:
-                yield Document(f'{path}:{row}', path, row, text)
+                yield checked_text(path, row, where, text, max_bytes)

@@ -36,3 +36,13 @@ Record = Union[Document, Reject]
 
 def too_long(size: int, max_bytes: int) -> str:
     return f'document too long: {size:,} bytes, over --max-doc-bytes {max_bytes:,}'
+
+
+def checked_text(path: str, number: int, where: str, text: str, max_bytes: int) -> Record:
+    """A row or sample's text as a Document, or a Reject if it is empty or longer than `max_bytes`
+    (`where` names the row or sample in the reason)."""
+    if not text.strip():
+        return Reject(path, number, f'{where}: empty document')
+    if len(text) > max_bytes // 4 and len(text.encode('utf-8')) > max_bytes:  # 4 bytes a character at most
+        return Reject(path, number, f'{where}: {too_long(len(text.encode("utf-8")), max_bytes)}')
+    return Document(f'{path}:{number}', path, number, text)
