@@ -229,6 +229,20 @@ def run_verify(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def add_export_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('index', metavar='INDEX', help='a published index directory')
+    parser.add_argument('out', metavar='DIR', help='the directory to write (AutoTokenizer.from_pretrained(DIR) '
+                                                   "loads it; llm-foundry's tokenizer: name: DIR)")
+
+
+def run_export_tokenizer(args: argparse.Namespace) -> int:
+    from cis_stream.training.tokenizer import export_tokenizer
+    tokenizer = export_tokenizer(args.index, args.out)
+    print(f'wrote {args.out}: {len(tokenizer):,} tokens, eos and pad {tokenizer.eos_token!r} '
+          f'(id {tokenizer.eos_token_id})')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='cis-stream', description=(
         'Clustered importance sampling for MosaicML Streaming: index a generalist corpus into '
@@ -241,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_arguments(sub.add_parser('weights', help='mixture weights from a specialist sample'))
     add_inspect_arguments(sub.add_parser('inspect', help='summarise an index and a mixture; HTML report'))
     add_verify_arguments(sub.add_parser('verify', help='check every shard file against the hashes in its index.json'))
+    add_export_tokenizer_arguments(sub.add_parser('export-tokenizer', help="write the index's tokenizer as a "
+                                                  'transformers directory (for llm-foundry)'))
     return parser
 
 
@@ -252,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     handlers = {'index': run_index, 'add': run_add, 'weights': run_weights, 'inspect': run_inspect,
-                'verify': run_verify}
+                'verify': run_verify, 'export-tokenizer': run_export_tokenizer}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, BuildLockedError) as err:

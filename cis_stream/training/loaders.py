@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
 from cis_stream.dataset import ClusteredImportanceDataset, open_index, sequences_per_sample
-from cis_stream.format.reader import CISIndex
 from cis_stream.text.readers import Document, expand_inputs, read_documents
 from cis_stream.training.config import check_keys
 
@@ -30,13 +29,6 @@ CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'm
                     'split_samples'}
 LOADER_KEYS = {'name', 'dataset', 'drop_last', 'num_workers', 'pin_memory', 'prefetch_factor',
                'persistent_workers', 'timeout'}
-
-
-def hf_tokenizer(index: CISIndex) -> PreTrainedTokenizerFast:
-    """The index's own tokenizer as a transformers tokenizer (for the model and eval text)."""
-    handle = index.tokenizer
-    eos = handle.tokenizer.id_to_token(handle.eos_id)
-    return PreTrainedTokenizerFast(tokenizer_object=handle.tokenizer, eos_token=eos, pad_token=eos)
 
 
 def collate_causal_lm(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

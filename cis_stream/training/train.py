@@ -180,7 +180,8 @@ def train(cfg: dict) -> dict:
     from composer.utils import dist, get_device
 
     from cis_stream.dataset import open_index
-    from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader, hf_tokenizer
+    from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader
+    from cis_stream.training.tokenizer import hf_tokenizer
 
     device = get_device(None)
     dist.initialize_dist(device, timeout=float(cfg.get('dist_timeout', 300)))
