@@ -150,7 +150,7 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
                              'R times in --tokens, at most --specialist-max-fraction (built beside the weights file '
                              'as NAME.specialist/)')
     parser.add_argument('--specialist-max-fraction', type=float, default=None, metavar='F',
-                        help='the most of the mixture --specialist-repeats may give the sample (default: half)')
+                        help='the most of the mixture --specialist-repeats may give the sample (default: a quarter)')
     parser.add_argument('--specialist-fraction', type=float, default=None, metavar='F',
                         help='mix the specialist sample in at a fixed share F of the mixture (0 < F < 1)')
     parser.add_argument('--no-decontaminate', dest='decontaminate', action='store_false',

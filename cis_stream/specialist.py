@@ -3,7 +3,7 @@
 Why: a small specialist sample trained on alone overfits once it is repeated many times, and a CIS
 mixture alone never shows the model the sample's own text. Mixing the sample in at a fraction set
 by a repeat budget (`cis-stream weights ... --specialist-repeats R --tokens N`: at most R passes
-over the sample in N training tokens, and at most half the mixture; or a fixed
+over the sample in N training tokens, and at most a quarter of the mixture; or a fixed
 `--specialist-fraction F`) keeps the best of both.
 
 The sample is indexed exactly as the index's own text is (its tokenizer, window, seq_len and

@@ -49,7 +49,7 @@ class WeightOptions:
     # fixed share of the mixture; screened against the index's eval files unless decontaminate=False.
     specialist_repeats: float | None = None
     specialist_fraction: float | None = None
-    specialist_max_fraction: float = 0.5
+    specialist_max_fraction: float = 0.25
     decontaminate: bool = True
 
     @property

@@ -8,7 +8,7 @@
 3. index     `cis-stream index` the pool: lsi embedder, 8 → 64 clusters, 128-token windows; both
              held-out test files are passed as --exclude, so no test text is trained on.
 4. weights   `cis-stream weights` from the specialist sample; and again with the sample itself
-             mixed in as a stream (--specialist-repeats: at most 10 passes over it in the budget).
+             mixed in as a stream (--specialist-repeats: at most 3 passes over it in the budget).
 5. train     `composer train.py yamls/uniform.yaml` and `yamls/cis.yaml` (on each weights file):
              same model, steps and seed; then every model's specialist and generalist perplexity.
 """
@@ -29,7 +29,7 @@ from cis_stream.training.train import load_config
 # The repository root (train.py and yamls/ live there): cis_stream/demo/__main__.py is three levels below it.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Passes over the specialist sample that the cis+specialist mixture may make in the training budget.
-SPECIALIST_REPEATS = 10
+SPECIALIST_REPEATS = 3
 
 
 def _cli(argv: list[str]) -> None:
