@@ -343,3 +343,20 @@ def wait_for_staging(process: subprocess.Popen, out: str) -> None:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, 'the first build never started'
         time.sleep(0.05)
+
+
+# Training runs ---------------------------------------------------------------------------------------
+
+def global_order(path, split=1):
+    """Per step, the global batch: rank r holds positions r, r + world, ... (Streaming's split).
+
+    A step logged twice (replayed after a resume) keeps its last record. With index samples split
+    into `split` training sequences, each sample's id is logged once per sequence, in a row.
+    """
+    steps = {}
+    for line in open(path, encoding='utf-8'):
+        record = json.loads(line)
+        ranks = [ids[::split] for ids in record['ids']]
+        assert all(ids == [i for i in ids[::split] for _ in range(split)] for ids in record['ids'])
+        steps[(record['epoch'], record['batch'])] = [r[i] for i in range(len(ranks[0])) for r in ranks]
+    return [steps[key] for key in sorted(steps)]

@@ -113,9 +113,11 @@ class TokenizedTextDataset(Dataset):
         return {'input_ids': self.samples[i]}
 
 
-def build_text_files_dataloader(cfg: dict[str, Any], tokenizer: PreTrainedTokenizerFast,
-                                device_batch_size: int) -> DataSpec:
-    """Eval loader over text files (`dataset: {files: [...], max_seq_len, text_field}`)."""
+def build_text_files_dataloader(cfg: dict[str, Any] | None = None, tokenizer: PreTrainedTokenizerFast = None,
+                                device_batch_size: int = 1, **kwargs: Any) -> DataSpec:
+    """Eval loader over held-out text files (`dataset: {files: [...], max_seq_len, text_field}`),
+    registered for llm-foundry as `cis_text`; llm-foundry's calling style (keywords) works too."""
+    cfg = dict(cfg if cfg is not None else kwargs)
     check_keys('eval_loader', cfg, LOADER_KEYS | {'label'})
     dataset_cfg = dict(cfg.get('dataset') or {})
     check_keys('eval_loader.dataset', dataset_cfg, {'files', 'max_seq_len', 'text_field'})

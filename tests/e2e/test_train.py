@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cis_stream.training.train import fit_microbatch, load_config, main
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, global_order
 
 ROOT = REPO_ROOT
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -37,41 +37,26 @@ def _run(args, processes=1, **kwargs):
     return subprocess.run(launcher + [TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
-def _global_order(path, split=1):
-    """Per step, the global batch: rank r holds positions r, r + world, ... (Streaming's split).
-
-    A step logged twice (replayed after a resume) keeps its last record. With index samples split
-    into `split` training sequences, each sample's id is logged once per sequence, in a row.
-    """
-    steps = {}
-    for line in open(path, encoding='utf-8'):
-        record = json.loads(line)
-        ranks = [ids[::split] for ids in record['ids']]
-        assert all(ids == [i for i in ids[::split] for _ in range(split)] for ids in record['ids'])
-        steps[(record['epoch'], record['batch'])] = [r[i] for i in range(len(ranks[0])) for r in ranks]
-    return [steps[key] for key in sorted(steps)]
-
-
 @pytest.fixture(scope='module')
 def single_process_order(mix_index, mix_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp('one_process')
     result = _run(_overrides(mix_index.root, mix_weights, out))
     assert result.returncode == 0, result.stderr[-3000:]
-    order = _global_order(out / 'order.jsonl')
+    order = global_order(out / 'order.jsonl')
     assert len(order) == 12 and all(len(batch) == 8 for batch in order)
     return order
 
 
-def test_two_processes_draw_the_same_global_order(single_process_order, mix_index, mix_weights, tmp_path):
+def test_two_processes_draw_the_sameglobal_order(single_process_order, mix_index, mix_weights, tmp_path):
     result = _run(_overrides(mix_index.root, mix_weights, tmp_path), processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _global_order(tmp_path / 'order.jsonl') == single_process_order
+    assert global_order(tmp_path / 'order.jsonl') == single_process_order
 
 
-def test_two_loader_workers_draw_the_same_global_order(single_process_order, mix_index, mix_weights, tmp_path):
+def test_two_loader_workers_draw_the_sameglobal_order(single_process_order, mix_index, mix_weights, tmp_path):
     result = _run(_overrides(mix_index.root, mix_weights, tmp_path, **{'train_loader.num_workers': 2}))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _global_order(tmp_path / 'order.jsonl') == single_process_order
+    assert global_order(tmp_path / 'order.jsonl') == single_process_order
 
 
 def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tmp_path):
@@ -79,7 +64,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
     reference = tmp_path / 'reference'
     result = _run(_overrides(mix_index.root, mix_weights, reference, steps))
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = _global_order(reference / 'order.jsonl')
+    expected = global_order(reference / 'order.jsonl')
 
     run = tmp_path / 'killed'
     args = _overrides(mix_index.root, mix_weights, run, steps, autoresume='true', save_overwrite='false')
@@ -98,7 +83,7 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
 
     result = subprocess.run([sys.executable, TRAIN, YAML] + args, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _global_order(order_file) == expected
+    assert global_order(order_file) == expected
     resumed_from = json.loads(open(order_file).readlines()[logged])['batch']
     assert 0 < resumed_from < logged  # it resumed from a mid-epoch checkpoint, not from scratch
 
@@ -116,7 +101,7 @@ def test_a_mixture_with_the_specialist_stream_trains_and_logs_its_eval_curve(mix
     assert all(1 < r['metrics']['specialist']['LanguagePerplexity'] < 1e5 for r in history)
     from cis_stream.dataset import ClusteredImportanceDataset
     dataset = ClusteredImportanceDataset(mix_index.root, stream_weights, epoch_size=2000, batch_size=8)
-    drawn = dataset.leaf_of(sum(_global_order(tmp_path / 'order.jsonl'), []))
+    drawn = dataset.leaf_of(sum(global_order(tmp_path / 'order.jsonl'), []))
     assert dataset.leaf_counts[-1] > 0 and (drawn == mix_index.num_leaves).sum() > 0  # the stream is trained on
 
 
@@ -148,7 +133,7 @@ def test_split_samples_keep_the_global_order_for_one_or_two_processes(mix_index,
         result = _run(args, processes=processes)
         assert result.returncode == 0, result.stderr[-3000:]
         assert 'Cannot split tensor' not in result.stderr and 'truncated' not in result.stderr
-        orders.append(_global_order(out / 'order.jsonl', split=2))
+        orders.append(global_order(out / 'order.jsonl', split=2))
     assert 'device_train_microbatch_size 8 does not divide the device batch of 4 sequences' in result.stderr
     assert len(orders[0]) == 6 and all(len(batch) == 4 for batch in orders[0])
     assert orders[0] == orders[1]
