@@ -140,3 +140,19 @@ def test_ctrl_c_is_one_line_and_exit_130(small_corpus, tmp_path):
     assert stderr.strip().splitlines()[-2:] == [
         f'WARNING cis_stream.index.job: indexing stopped; the work done is kept in {out}.building: run the same '
         f'command again to resume (or pass --restart to start over)', 'cis-stream index: interrupted']
+
+
+def test_export_tokenizer_writes_what_transformers_loads_with_the_index_ids(mix_index, split_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from cis_stream.text.readers import read_documents
+    out = tmp_path / 'tokenizer_hf'
+    result = subprocess.run([sys.executable, '-m', 'cis_stream.cli', 'export-tokenizer', mix_index.root, str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = AutoTokenizer.from_pretrained(str(out))
+    eos = mix_index.tokenizer.eos_id
+    assert loaded.eos_token_id == loaded.pad_token_id == eos and len(loaded) == mix_index.tokenizer.vocab_size
+    texts = [d.text for d in read_documents([str(split_dir / 'specialist.jsonl')])][:20]
+    assert [loaded(t, add_special_tokens=False).input_ids for t in texts] == [
+        mix_index.tokenizer.tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
