@@ -22,6 +22,7 @@ import os
 from tqdm.auto import tqdm
 
 from cis_stream.format.layout import MANIFEST
+from cis_stream.text.remote import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,10 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip('/')
 
 
-def _client():
-    import boto3
-    return boto3.client('s3', endpoint_url=os.environ.get('S3_ENDPOINT_URL') or None)
-
-
 def remote_objects(url: str) -> dict[str, dict]:
     """Every object under the index prefix, by its name inside the index."""
     bucket, prefix = split_url(url)
-    pages = _client().get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/')
+    pages = s3_client().get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix + '/')
     return {obj['Key'][len(prefix) + 1:]: obj for page in pages for obj in page.get('Contents', [])}
 
 
@@ -76,7 +72,7 @@ def upload_index(local: str, url: str, progress: bool = True) -> dict:
     """Upload the published index at `local` to `url`, manifest last; returns what was sent."""
     from boto3.s3.transfer import TransferConfig
     bucket, prefix = split_url(url)
-    client = _client()
+    client = s3_client()
     names = sorted(os.path.relpath(os.path.join(folder, name), local)
                    for folder, _, files in os.walk(local) for name in files)
     existing = remote_objects(url)
@@ -115,7 +111,7 @@ def download_index(url: str, local: str, progress: bool = True) -> None:
     objects = remote_objects(url)
     if MANIFEST not in objects:
         raise ValueError(f'{url}: no index there (no {MANIFEST}); publish one with `cis-stream index ... --out {url}`')
-    client = _client()
+    client = s3_client()
     for name in objects:
         os.makedirs(os.path.dirname(os.path.join(local, name)), exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(UPLOAD_THREADS) as pool, \

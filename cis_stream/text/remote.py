@@ -60,7 +60,8 @@ def _split(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _client():
+def s3_client():
+    """A boto3 S3 client for S3_ENDPOINT_URL if set (as Streaming reads it), else AWS."""
     import boto3
     return boto3.client('s3', endpoint_url=os.environ.get('S3_ENDPOINT_URL') or None)
 
@@ -85,7 +86,7 @@ def _store_error(url: str, err: Exception) -> InputError:
 
 
 def _list(bucket: str, prefix: str) -> list[dict]:
-    pages = _client().get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix)
+    pages = s3_client().get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix)
     return [obj for page in pages for obj in page.get('Contents', [])]
 
 
@@ -152,7 +153,7 @@ def fetch(url: str, attempts: int = FETCH_ATTEMPTS) -> str:
         os.makedirs(os.path.dirname(local), exist_ok=True)
         for attempt in range(1, attempts + 1):
             try:
-                _client().download_file(bucket, name, local)
+                s3_client().download_file(bucket, name, local)
                 break
             except NoCredentialsError as err:
                 shutil.rmtree(folder, ignore_errors=True)
