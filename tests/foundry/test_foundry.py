@@ -70,7 +70,7 @@ def test_llm_foundry_trains_on_the_mixture_counting_tokens(foundry_order):
     assert len(order) == STEPS and all(len(batch) == BATCH for batch in order)
     history = [json.loads(line) for line in open(out / 'evals.jsonl', encoding='utf-8')]
     assert [(r['batch'], r['tokens']) for r in history] == [(6, 6 * BATCH * SEQ), (12, 12 * BATCH * SEQ)]
-    assert {'specialist', 'generalist'} <= set(history[-1]['metrics'])
+    assert {'eval/specialist', 'eval/generalist'} <= set(history[-1]['metrics'])  # llm-foundry's labels
 
 
 def test_llm_foundry_draws_the_global_order_of_our_train_py(foundry_order, mix_index, mix_weights, tmp_path):
