@@ -20,7 +20,7 @@ import os
 
 from cis_stream.format.layout import TOKENIZER_FILE, NotAnIndexError
 from cis_stream.format.reader import CISIndex
-from cis_stream.text.readers import input_sha256
+from cis_stream.text.inputs import input_sha256
 
 WEIGHTS_SUFFIX = '.weights.json'
 STREAM_SUFFIX = '.specialist'

@@ -26,7 +26,8 @@ from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import WEIGHTS_ADVICE, check_proportions, check_specialist, check_weights
 from cis_stream.mixture import cap_proportions
 from cis_stream.specialist import build_stream, fraction_for, stream_record
-from cis_stream.text.readers import Document, expand_inputs, input_bytes, input_sha256, read_documents
+from cis_stream.text.inputs import input_bytes, input_sha256
+from cis_stream.text.readers import Document, expand_inputs, read_documents
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import zstandard
 
 from cis_stream.embedders.base import Embedder, l2_normalise
 from cis_stream.format.layout import staging_dir
-from cis_stream.text.readers import input_bytes
+from cis_stream.text.inputs import input_bytes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)

@@ -19,7 +19,8 @@ from cis_stream.index.options import IndexOptions
 from cis_stream.index.spool import WindowSpool
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import text_hash
-from cis_stream.text.readers import Document, InputError, input_bytes, input_origin, read_file
+from cis_stream.text.inputs import input_bytes, input_origin
+from cis_stream.text.readers import Document, InputError, read_file
 from cis_stream.text.tokens import TokenizerHandle, make_windows
 from cis_stream.tree import Tree
 

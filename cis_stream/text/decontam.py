@@ -29,7 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from cis_stream.text.readers import Document, InputError, expand_inputs, input_bytes, input_sha256, read_documents
+from cis_stream.text.inputs import input_bytes, input_sha256
+from cis_stream.text.readers import Document, InputError, expand_inputs, read_documents
 from cis_stream.text.tokens import Windows
 
 # Words in a run shared with an eval document that drops a window (GPT-3 and Llama use 13).

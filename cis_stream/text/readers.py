@@ -19,11 +19,10 @@ from typing import Iterator
 
 import zstandard
 
-from cis_stream.format.files import sha256_file
-from cis_stream.text.mds import MDS_INDEX, is_mds_dir, mds_bytes, mds_sha256, read_mds
+from cis_stream.text.mds import MDS_INDEX, is_mds_dir, read_mds
 from cis_stream.text.parquet import read_parquet
 from cis_stream.text.records import Document, InputError, Record, Reject, too_long
-from cis_stream.text.remote import fetch, is_remote, list_remote, listed, read_remote, release
+from cis_stream.text.remote import is_remote, list_remote, read_remote
 
 log = logging.getLogger(__name__)
 
@@ -383,32 +382,3 @@ def read_documents(files: list[str], text_field: str = 'text',
     """Yield every record of every file, in order."""
     for path in files:
         yield from read_file(path, text_field, max_doc_bytes)
-
-
-def input_bytes(path: str) -> int:
-    """An input's size: a file's, an MDS dataset's index and shards, or an object's as listed."""
-    if is_remote(path):
-        return listed(path).size
-    return mds_bytes(path) if os.path.isdir(path) else os.path.getsize(path)
-
-
-def input_sha256(path: str) -> str:
-    """An input's sha256: a file's bytes, or an MDS dataset's index and shards in order (fetched
-    first if remote)."""
-    if is_remote(path):
-        local = fetch(path)
-        try:
-            return input_sha256(local)
-        finally:
-            release(local)
-    return mds_sha256(path) if os.path.isdir(path) else sha256_file(path)
-
-
-def input_origin(path: str) -> dict:
-    """What the manifest records of where an input came from besides its path: an object's ETag."""
-    return {'etag': listed(path).etag} if is_remote(path) else {}
-
-
-def input_stamp(path: str) -> str:
-    """What changes when an input changes, cheaply: its mtime, or an object's ETag."""
-    return f'etag:{listed(path).etag}' if is_remote(path) else f'mtime_ns:{os.stat(path).st_mtime_ns}'

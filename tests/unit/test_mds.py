@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from streaming import MDSWriter
 
-from cis_stream.text.readers import Document, InputError, Reject, find_inputs, input_bytes, read_file
+from cis_stream.text.inputs import input_bytes
+from cis_stream.text.readers import Document, InputError, Reject, find_inputs, read_file
 from cis_stream.text.tokens import load_tokenizer
 
 TEXTS = 150
