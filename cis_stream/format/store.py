@@ -18,6 +18,8 @@ import concurrent.futures
 import hashlib
 import logging
 import os
+import re
+import tempfile
 
 from tqdm.auto import tqdm
 
@@ -38,6 +40,12 @@ def split_url(url: str) -> tuple[str, str]:
     if not bucket or not prefix.strip('/'):
         raise ValueError(f'--out {url}: name a prefix inside the bucket, e.g. s3://{bucket or "BUCKET"}/indexes/med')
     return bucket, prefix.strip('/')
+
+
+def default_staging(url: str, suffix: str = '') -> str:
+    """Where an index for `url` is built or grown before it is uploaded: named after the URL under
+    $TMPDIR/cis_stream_publish (kept after the upload, so a rerun resumes)."""
+    return os.path.join(tempfile.gettempdir(), 'cis_stream_publish', re.sub(r'[^A-Za-z0-9._-]+', '_', url) + suffix)
 
 
 def remote_objects(url: str) -> dict[str, dict]:

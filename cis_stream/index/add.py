@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -32,7 +30,7 @@ from cis_stream.format.leaves import join_leaf_index, write_leaf
 from cis_stream.format.manifest import add_node_totals, finish_manifest
 from cis_stream.format.publish import check_apart, link_tree, lock_staging, publish
 from cis_stream.format.reader import CISIndex
-from cis_stream.format.store import check_remote_out, download_index, upload_index
+from cis_stream.format.store import check_remote_out, default_staging, download_index, upload_index
 from cis_stream.index.options import IndexOptions
 from cis_stream.index.parts import (
     HASHES_FILE,
@@ -51,7 +49,8 @@ from cis_stream.index.spool import WindowSpool
 from cis_stream.index.work import WORK_DIR, part_dir
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
-from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs, input_bytes
+from cis_stream.text.inputs import input_bytes
+from cis_stream.text.readers import MAX_DOC_BYTES, InputError, expand_inputs
 from cis_stream.text.remote import is_remote
 
 log = logging.getLogger(__name__)
@@ -104,8 +103,7 @@ def _add_remote(index_url: str, inputs: list[str], out_url: str, staging: str | 
         raise ValueError(f'--index {index_url} and --out {out_url}: grow an s3:// index into an s3:// --out (or '
                          f'a local one into a local one)')
     check_remote_out(out_url, overwrite=out_url == index_url)  # in place replaces; elsewhere must be free
-    local = os.path.abspath(staging or os.path.join(tempfile.gettempdir(), 'cis_stream_publish',
-                                                    re.sub(r'[^A-Za-z0-9._-]+', '_', out_url) + '.add'))
+    local = os.path.abspath(staging or default_staging(out_url, '.add'))
     if os.path.exists(local):
         raise FileExistsError(f'--staging {local} exists: remove it (a previous add left it), or choose another')
     try:

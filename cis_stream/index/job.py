@@ -26,9 +26,7 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -51,10 +49,9 @@ from cis_stream.format.leaves import write_leaf
 from cis_stream.format.manifest import finish_manifest, node_records
 from cis_stream.format.publish import BuildLockedError, check_apart, lock_staging, publish
 from cis_stream.format.reader import CISIndex
-from cis_stream.format.store import check_remote_out, split_url, upload_index
 from cis_stream.index.dist import Group
 from cis_stream.index.fits import fit_embedder, fit_tree_on_sample
-from cis_stream.index.options import IndexOptions
+from cis_stream.index.options import IndexOptions, build_request
 from cis_stream.index.parts import (
     EMBEDDINGS_FILE,
     HASHES_FILE,
@@ -71,10 +68,12 @@ from cis_stream.index.parts import (
     rows_by_leaf,
 )
 from cis_stream.index.spool import WindowSpool
+from cis_stream.index.upload import build_and_upload
 from cis_stream.index.work import WORK_DIR, PartWork, StageTimer
 from cis_stream.text import decontam
 from cis_stream.text.duplicates import count_duplicates
-from cis_stream.text.readers import InputError, InputFiles, find_inputs, input_bytes, input_stamp
+from cis_stream.text.inputs import input_bytes, input_stamp
+from cis_stream.text.readers import InputError, InputFiles, find_inputs
 from cis_stream.text.remote import is_remote
 from cis_stream.text.tokens import load_tokenizer
 from cis_stream.tree import Tree
@@ -106,8 +105,8 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
     options = options or IndexOptions(**option_values)
     options.validate()
     if is_remote(out):
-        return _build_and_upload(inputs, out, options, staging, strict=strict, overwrite=overwrite,
-                                 restart=restart, part_bytes=part_bytes, progress=progress)
+        return build_and_upload(build_index, inputs, out, options, staging, strict=strict, overwrite=overwrite,
+                                restart=restart, part_bytes=part_bytes, progress=progress)
     found = find_inputs(inputs, strict)
     out = os.path.abspath(out)
     check_apart(out, inputs)
@@ -135,58 +134,6 @@ def build_index(inputs: list[str], out: str, options: IndexOptions | None = None
     finally:
         group.close()
     return CISIndex(out, manifest) if manifest else CISIndex.open(out)
-
-
-def _build_and_upload(inputs: list[str], url: str, options: IndexOptions, staging: str | None, *,
-                      overwrite: bool, progress: bool, **build) -> CISIndex:
-    """Build into the local `staging` folder (or reuse the complete build of the same job there), then
-    upload it to `url` from rank 0 while the other ranks wait."""
-    split_url(url)
-    local = os.path.abspath(staging or os.path.join(tempfile.gettempdir(), 'cis_stream_publish',
-                                                    re.sub(r'[^A-Za-z0-9._-]+', '_', url)))
-    group = Group()
-    try:
-        if group.leader:
-            check_remote_out(url, overwrite)
-        group.barrier()
-    finally:
-        group.close()
-    index = _same_build(local, inputs, options)
-    if index is None:
-        index = build_index(inputs, local, options, progress=progress, **build)
-    group = Group()
-    try:
-        if group.leader:
-            summary = upload_index(local, url, progress)
-            log.warning('published %s (%d files, %d uploaded); the local build stays in %s: remove it when done',
-                        url, summary['files'], summary['uploaded'], local)
-        group.barrier()
-    finally:
-        group.close()
-    return index
-
-
-def _same_build(local: str, inputs: list[str], options: IndexOptions) -> CISIndex | None:
-    """The complete local build of these inputs and options at `local` (a rerun after a killed upload);
-    None where there is none. A build of anything else there is refused, never replaced."""
-    if not os.path.exists(local):
-        return None
-    try:
-        index = CISIndex.open(local)
-    except NotAnIndexError:
-        raise FileExistsError(f'--staging {local} exists and is not a cis_stream index: choose another --staging, '
-                              f'or remove it') from None
-    recorded = index.manifest.get('build', {}).get('request')
-    if recorded != _request(find_inputs(inputs).files, options):
-        raise FileExistsError(f'--staging {local} holds the build of other inputs or options: remove it, or choose '
-                              f'another --staging')
-    log.warning('%s holds the complete build of these inputs and options: uploading it', local)
-    return index
-
-
-def _request(files: list[str], options: IndexOptions) -> dict:
-    """What a build was asked for: its input files and options (to recognise it when rerun)."""
-    return json.loads(canonical_json({'inputs': list(files), 'options': dataclasses.asdict(options)}))
 
 
 def _warn_before(options: IndexOptions, found: InputFiles) -> None:
@@ -419,7 +366,7 @@ class IndexJob(PartWork):
             'inputs': [stats for record in records for stats in record.inputs], 'skipped_files': self.skipped,
             'decontamination': decontamination,
             'build': {'processes': self.group.world, 'parts': len(self.parts), 'resumed': self.resumed,
-                      'request': _request(self.files, self.options),
+                      'request': build_request(self.files, self.options),
                       'parts_read_by_rank': self.parts_read_by_rank.tolist()},
         }
 

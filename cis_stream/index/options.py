@@ -6,8 +6,11 @@ Importable without torch, faiss or Streaming (the indexer's imports take seconds
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
+from cis_stream.format.files import canonical_json
 from cis_stream.text.decontam import DEFAULT_NGRAM
 from cis_stream.text.readers import MAX_DOC_BYTES
 from cis_stream.tree import check_levels
@@ -42,3 +45,8 @@ class IndexOptions:
             raise ValueError(f'--seq-len {self.seq_len}: must be a positive number of tokens')
         if self.exclude_ngram < 1:
             raise ValueError(f'--exclude-ngram {self.exclude_ngram}: must be a positive number of words')
+
+
+def build_request(files: list[str], options: IndexOptions) -> dict:
+    """What a build was asked for: its input files and options (recorded, to recognise it when rerun)."""
+    return json.loads(canonical_json({'inputs': list(files), 'options': dataclasses.asdict(options)}))
