@@ -10,8 +10,6 @@ multi-worker/multi-node ordering and resumption apply unchanged. We override onl
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import logging
 import os
 import warnings
@@ -35,9 +33,7 @@ from cis_stream.format.leaves import unpack_leaf_indexes
 from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import check_leaf_shards
 from cis_stream.format.verify import check_decompressed, record
-from cis_stream.mixture import capped_counts
-from cis_stream.specialist import open_stream
-from cis_stream.weights import read_weights
+from cis_stream.schedule import plan_mixture
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +153,6 @@ class _LeafStream(Stream):
         return delta
 
 
-def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size: int,
-                        max_repeat: float | None) -> str:
-    """Short id of what decides the sample order besides Streaming's own knobs."""
-    proportions = None if weights is None else weights['leaf_proportions']
-    mixed = [index_fingerprint, proportions, epoch_size, max_repeat]
-    stream = weights.get('specialist') if weights else None
-    if stream:  # only then: fingerprints of mixtures without a specialist stream stay as they were
-        mixed += [stream['fingerprint'], stream['fraction']]
-    blob = json.dumps(mixed, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 class ClusteredImportanceDataset(StreamingDataset):
     """Draw fixed-length token samples from an index's leaves in the weights' proportions.
 
@@ -179,7 +163,12 @@ class ClusteredImportanceDataset(StreamingDataset):
             baseline (each leaf in proportion to its size), through the same code. If the weights
             mix in the specialist sample (`--specialist-repeats`), its stream is read from beside
             the weights file, as leaf number `cis_index.num_leaves`.
-        epoch_size: samples per epoch (default: the index's total samples).
+        schedule: instead of weights, phases drawn one after another, each a list entry
+            `{weights: FILE or None, tokens: N}` (or `samples: N`; the last may leave its length
+            out and runs until training ends). Each phase is a whole number of epochs of one size
+            (see schedule.py); `phase_of(epoch)` says which is drawn.
+        epoch_size: samples per epoch (default: the index's total samples; with a schedule, the
+            greatest common divisor of the phase lengths).
         max_seq_len: tokens per training sequence (default: the index's seq_len). Where it divides
             seq_len, each item holds all seq_len / max_seq_len sequences of a sample, shape
             [k, max_seq_len] (`collate_causal_lm` flattens them), so no token is dropped; otherwise,
@@ -202,7 +191,8 @@ class ClusteredImportanceDataset(StreamingDataset):
     def __init__(self, index: str, weights: str | None = None, epoch_size: int | None = None,
                  max_seq_len: int | None = None, local: str | None = None,
                  max_repeat: float | None = None, allow_mixture_change: bool = False,
-                 sample_ids: bool = False, split_samples: bool = True, **kwargs: Any):
+                 sample_ids: bool = False, split_samples: bool = True, schedule: list | None = None,
+                 **kwargs: Any):
         for key in ('streams', 'remote', 'epoch_size', 'allow_unsafe_types'):
             if key in kwargs:
                 raise ValueError(f'ClusteredImportanceDataset sets {key!r} itself; do not pass it')
@@ -227,31 +217,25 @@ class ClusteredImportanceDataset(StreamingDataset):
         # shard damaged after it was verified still decodes, into tokens the model cannot embed.
         self.vocab_size = opened.manifest['options']['tokenizer']['vocab_size']
         self._unsigned = np.uint16 if opened.manifest['options']['token_column'] == 'ndarray:uint16' else np.uint32
-        leaf_samples = opened.leaf_samples
-        self.cis_weights = read_weights(weights, opened) if weights is not None else None
-        proportions = (np.asarray(self.cis_weights['leaf_proportions']) if self.cis_weights
-                       else leaf_samples / leaf_samples.sum())
-        epoch_size = int(epoch_size or leaf_samples.sum())
-        # The specialist stream, if the weights mix it in, is leaf number num_leaves (leaf_of says so).
-        stream_record = self.cis_weights.get('specialist') if self.cis_weights else None
-        self.specialist = open_stream(weights, stream_record, opened) if stream_record else None
-        if self.specialist:
-            share = stream_record['fraction']
-            proportions = np.append(proportions * (1 - share), share)
-            leaf_samples = np.append(leaf_samples, self.specialist.leaf_samples)
-        self.leaf_counts = capped_counts(proportions, epoch_size, leaf_samples, max_repeat)
-        self.stream_leaves = np.flatnonzero(self.leaf_counts)
+        self.mixture = plan_mixture(opened, weights, schedule, epoch_size, max_repeat,
+                                    self.sequences_per_sample * self.max_seq_len)
+        self.cis_weights = self.mixture.weights[0]
+        # A specialist stream the weights mix in is source number num_leaves (leaf_of says so).
+        self.specialist = self.mixture.specialists[0] if self.mixture.specialists else None
+        self.leaf_counts = self.mixture.phase_counts[0]
+        self.stream_leaves = self.mixture.streamed_sources
         self.allow_mixture_change = allow_mixture_change
         self.sample_ids = sample_ids
-        self.cis_fingerprint = mixture_fingerprint(opened.fingerprint, self.cis_weights, epoch_size, max_repeat)
+        self.cis_fingerprint = self.mixture.fingerprint
         token_column = opened.manifest['options']['token_column']
-        streams = [_LeafStream(leaf_dir_name(leaf), token_column, int(leaf_samples[leaf]),
-                               local=opened.leaf_path(leaf),
+        sizes = self.mixture.source_samples
+        streams = [_LeafStream(leaf_dir_name(leaf), token_column, int(sizes[leaf]), local=opened.leaf_path(leaf),
                                remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
                                choose=int(self.leaf_counts[leaf]))
                    if leaf < opened.num_leaves else
-                   _LeafStream(f'specialist ({self.specialist.root})', token_column, int(leaf_samples[leaf]),
-                               local=self.specialist.leaf_path(0), choose=int(self.leaf_counts[leaf]))
+                   _LeafStream(f'specialist ({self.mixture.specialists[leaf - opened.num_leaves].root})',
+                               token_column, int(sizes[leaf]), choose=int(self.leaf_counts[leaf]),
+                               local=self.mixture.specialists[leaf - opened.num_leaves].leaf_path(0))
                    for leaf in self.stream_leaves]
         self._leaf_error: DamagedLeafError | UnwritableIndexError | None = None
         kwargs.setdefault('validate_hash', 'xxh64')
@@ -263,6 +247,20 @@ class ClusteredImportanceDataset(StreamingDataset):
         if unrecorded:
             warnings.warn(f'{unrecorded} decompressed shard(s) verified, but the verification cannot be recorded '
                           f'(read-only index): they are hashed again at every open', stacklevel=2)
+
+    def phase_of(self, epoch: int) -> int:
+        """The schedule phase an epoch draws from (0 without a schedule)."""
+        return self.mixture.phase_of(epoch)
+
+    def resample_streams(self, epoch: int, stream_id: int | None = None):
+        """Streaming's draw of an epoch, with the counts of the epoch's phase: only the counts change
+        between phases; the partitioning and shuffling of the drawn ids stay Streaming's."""
+        counts = self.mixture.counts(epoch)
+        for stream, source, samples in zip(self.streams, self.stream_leaves, self.samples_per_stream):
+            stream.choose = int(counts[source])
+            stream.repeat = stream.choose / int(samples)  # what the per-stream batching methods read
+            stream.proportion = stream.choose / self.epoch_size
+        return super().resample_streams(epoch, stream_id)
 
     def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
         """The leaf each global sample id is drawn from (num_leaves: the specialist stream)."""

@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--methods', type=lambda s: s.split(','), default=None,
                         help='main-table methods to run, e.g. uniform,cis,dsir,dsir-chunks (default: all)')
+    parser.add_argument('--sizes', type=lambda s: s.split(','), default=['small', 'split'],
+                        help='specialist sets of the budget curves (default: small,split)')
     # --work and --levels replace the defaults for a smoke run on a small corpus.
     parser.add_argument('--levels', type=lambda s: [int(n) for n in s.split(',')], default=LEVELS,
                         help=f'tree of the pool index (default: {",".join(map(str, LEVELS))})')

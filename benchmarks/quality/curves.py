@@ -17,9 +17,10 @@ characters, about 100 KB) and `split` (the whole train split, 0.5 to 2.7 MB). Me
                     curve's whole budget (at most half the mixture: 25-30% for the 100 KB sets)
   specialist        the set alone, repeated
   dsir-chunks       DSIR on ~2,000-character pieces of the pool, the set as target, to the budget
-LONG_DOMAINS get `--curve-steps` batches, the others half as many. `--only curves_big` repeats
-cis+specialist, cis, specialist and uniform with a bigger model (4 layers, d_model 256) on the
-small sets of LONG_DOMAINS at the short budget.
+The small sets of LONG_DOMAINS get `--curve-steps` batches; every other (domain, set) half as many
+(the train splits are 5-27x the small sets, so half the budget still repeats them only 1-5 times).
+`--only curves_big` repeats cis+specialist, cis, specialist and uniform with a bigger model (4
+layers, d_model 256) on the small sets of LONG_DOMAINS at the short budget.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class Curves:
         self.domains = bench.corpus.domains
         self._dsir = None
 
-    def steps(self, domain: str) -> int:
-        return self.long_steps if domain in LONG_DOMAINS else self.long_steps // 2
+    def steps(self, domain: str, size: str) -> int:
+        return self.long_steps if domain in LONG_DOMAINS and size == 'small' else self.long_steps // 2
 
     def specialist_set(self, domain: str, size: str) -> list[str]:
         """The domain's train split, or (small) its first documents up to SMALL_CHARS characters."""
@@ -151,12 +152,13 @@ class Curves:
         seed = self.bench.args.seeds[0]
         if self.bench.wanted('uniform'):
             self.uniform(seed, self.long_steps)
-        order = [(d, s) for s in SIZES for d in self.domains if d in LONG_DOMAINS]
-        order += [(d, s) for d in self.domains if d not in LONG_DOMAINS for s in SIZES]
+        sizes = [s for s in SIZES if s in self.bench.args.sizes]
+        order = [(d, s) for s in sizes for d in self.domains if d in LONG_DOMAINS]
+        order += [(d, s) for d in self.domains if d not in LONG_DOMAINS for s in sizes]
         for domain, size in order:
             for method in METHODS:
                 if self.bench.wanted(method):
-                    self.one(method, domain, size, seed, self.steps(domain))
+                    self.one(method, domain, size, seed, self.steps(domain, size))
 
     def run_big(self) -> None:
         seed, steps = self.bench.args.seeds[0], self.long_steps // 2

@@ -1,6 +1,8 @@
 """The runs: one training run (train.py with Composer, cached by its results file) and the tables
 of runs (Bench: the main table, multi-task, continued pretraining, ablations, the embedders and the
-in-pool setting). Every run so far is kept in results.json under the work folder."""
+in-pool setting). Every run so far is kept in results.json under the work folder, and in the
+committed record (benchmarks/results/quality_runs.json, for runs on the default work folder): the
+work folder is a cache that a fresh checkout lacks, the record is what the tables and plots come from."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 
 import numpy as np
 
-from benchmarks import ROOT
+from benchmarks import OUT, ROOT
 from benchmarks.quality.baselines import chunk_pool, classifier_selection, dsir_log_weights, dsir_selection
 from benchmarks.quality.data import (
     BATCH,
@@ -36,6 +38,15 @@ from benchmarks.quality.data import (
 EMBEDDER_SUBSET_EVERY = 30  # the pool subset for the minilm-vs-lsi ablation (~10 MB)
 EMBEDDER_LEVELS = [16, 128]
 EVAL_BATCHES = 20
+RECORD = os.path.join(ROOT, 'benchmarks', 'results', 'quality_runs.json')
+
+
+def load_rows(path: str) -> dict[str, dict]:
+    """The runs a results file holds, by name (none if it does not exist)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding='utf-8') as handle:
+        return {row['name']: row for row in json.load(handle)['rows']}
 
 
 def eval_history(work: str, name: str) -> list[dict]:
@@ -106,11 +117,10 @@ class Bench:
         self.evals = {d: self.corpus.split(d, 'test')[0] for d in self.corpus.domains}
         self.evals.update({f'{d}_validation': self.corpus.split(d, 'validation')[0] for d in self.corpus.domains})
         self.evals['generalist'] = self.generalist_test
-        self.rows: dict[str, dict] = {}  # every run so far (results.json), so reports cover them all
-        results = os.path.join(self.work, 'results.json')
-        if os.path.exists(results):
-            with open(results, encoding='utf-8') as handle:
-                self.rows = {row['name']: row for row in json.load(handle)['rows']}
+        # Every run so far (the record, then the cache's results.json), so reports cover them all.
+        self.record = RECORD if os.path.abspath(self.work) == os.path.join(OUT, 'quality') else None
+        self.rows: dict[str, dict] = (load_rows(self.record) if self.record else {}) | \
+            load_rows(os.path.join(self.work, 'results.json'))
         self._pool_docs = None
 
     def weights(self, index, name: str, specialist: list[str], *extra: str) -> str:
@@ -130,7 +140,8 @@ class Bench:
                              extra.pop('load_path', None), overrides)
         previous = self.rows.get(name, {}).get('seconds')  # a run cached before wall times were kept
         row = {'name': name, 'table': table, 'method': method, 'domain': domain, 'seed': seed, 'steps': steps,
-               'perplexity': ppl, 'seconds': seconds if seconds is not None else previous, **extra}
+               'perplexity': ppl, 'seconds': seconds if seconds is not None else previous,
+               'corpus': self.corpus.manifest['manifest_sha256'][:16], **extra}
         curve = eval_history(self.work, name)
         if len(curve) > 1:
             row['curve'] = [{'tokens': r['tokens'], 'perplexity': {label: m['LanguagePerplexity']
@@ -277,14 +288,13 @@ class Bench:
             self.run('in-pool', 'cis', domain, index.root, weights, seed, level=level)
 
     def save(self) -> None:
-        """results.json, merged with rows another benchmark process saved meanwhile (several may run
-        at once on disjoint runs, e.g. one per domain), written to a temporary name and renamed."""
-        path = os.path.join(self.work, 'results.json')
-        if os.path.exists(path):
-            with open(path, encoding='utf-8') as handle:
-                self.rows = {row['name']: row for row in json.load(handle)['rows']} | self.rows
-        with open(path + f'.{os.getpid()}', 'w', encoding='utf-8') as handle:
-            json.dump({'corpus_manifest_sha256': self.corpus.manifest['manifest_sha256'], 'steps': self.args.steps,
-                       'batch': BATCH, 'seq_len': SEQ_LEN, 'levels': self.levels,
-                       'rows': list(self.rows.values())}, handle, indent=1)
-        os.replace(path + f'.{os.getpid()}', path)
+        """results.json and the record, each merged with rows another benchmark process saved meanwhile
+        (several may run at once on disjoint runs, e.g. one per domain), written to a temporary name
+        and renamed."""
+        for path in filter(None, (os.path.join(self.work, 'results.json'), self.record)):
+            self.rows = load_rows(path) | self.rows
+            with open(path + f'.{os.getpid()}', 'w', encoding='utf-8') as handle:
+                json.dump({'corpus_manifest_sha256': self.corpus.manifest['manifest_sha256'],
+                           'steps': self.args.steps, 'batch': BATCH, 'seq_len': SEQ_LEN, 'levels': self.levels,
+                           'rows': sorted(self.rows.values(), key=lambda row: row['name'])}, handle, indent=1)
+            os.replace(path + f'.{os.getpid()}', path)
