@@ -141,7 +141,8 @@ class Bench:
         previous = self.rows.get(name, {}).get('seconds')  # a run cached before wall times were kept
         row = {'name': name, 'table': table, 'method': method, 'domain': domain, 'seed': seed, 'steps': steps,
                'perplexity': ppl, 'seconds': seconds if seconds is not None else previous,
-               'corpus': self.corpus.manifest['manifest_sha256'][:16], **extra}
+               'corpus': self.corpus.manifest['manifest_sha256'][:16], 'pool_index': self.index.fingerprint[:16],
+               **extra}
         curve = eval_history(self.work, name)
         if len(curve) > 1:
             row['curve'] = [{'tokens': r['tokens'], 'perplexity': {label: m['LanguagePerplexity']

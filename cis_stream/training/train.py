@@ -27,7 +27,7 @@ TOP_KEYS = {
 MODEL_KEYS = {'name', 'd_model', 'n_layers', 'n_heads', 'mlp_ratio', 'dropout'}
 OPTIMIZER_KEYS = {'name', 'lr', 'betas', 'eps', 'weight_decay'}
 SCHEDULER_KEYS = {'name', 't_warmup', 'alpha_f'}
-CALLBACK_KEYS = {'sample_order', 'eval_history', 'speed_monitor', 'lr_monitor'}
+CALLBACK_KEYS = {'sample_order', 'eval_history', 'cluster_loss', 'speed_monitor', 'lr_monitor'}
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -137,8 +137,10 @@ def build_scheduler(cfg: dict):
 def build_callbacks(cfg: dict) -> list:
     from composer.callbacks import LRMonitor, SpeedMonitor
 
-    from cis_stream.training.callbacks import EvalHistoryLogger, SampleOrderLogger
+    from cis_stream.training.callbacks import ClusterLossLogger, EvalHistoryLogger, SampleOrderLogger
     callbacks = []
+    if 'cluster_loss' in cfg:
+        callbacks.append(ClusterLossLogger(**cfg['cluster_loss']))
     if 'sample_order' in cfg:
         callbacks.append(SampleOrderLogger(**cfg['sample_order']))
     if 'eval_history' in cfg:
@@ -177,7 +179,7 @@ def fit_microbatch(requested: Any, device_batch: int) -> Any:
 def train(cfg: dict) -> dict:
     """Build everything from `cfg`, fit, and return the final eval metrics per loader."""
     from composer import Evaluator, Trainer
-    from composer.utils import dist, get_device
+    from composer.utils import dist, get_device, reproducibility
 
     from cis_stream.dataset import open_index
     from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader
@@ -200,8 +202,8 @@ def train(cfg: dict) -> dict:
     loader_cfg = dict(cfg['train_loader'])
     dataset_cfg = dict(loader_cfg.get('dataset') or {})
     dataset_cfg.setdefault('max_seq_len', max_seq_len)
-    if 'sample_order' in (cfg.get('callbacks') or {}):
-        dataset_cfg['sample_ids'] = True  # the order log reads them from each batch
+    if {'sample_order', 'cluster_loss'} & set(cfg.get('callbacks') or {}):
+        dataset_cfg['sample_ids'] = True  # the order log and the cluster losses read them from each batch
     loader_cfg['dataset'] = dataset_cfg
     if 'index' not in dataset_cfg:
         raise ValueError('train_loader.dataset.index is required')
@@ -218,6 +220,9 @@ def train(cfg: dict) -> dict:
         spec = build_text_files_dataloader(eval_cfg, tokenizer, eval_batch)
         evaluators.append(Evaluator(label=label, dataloader=spec,
                                     metric_names=['LanguageCrossEntropy', 'LanguagePerplexity']))
+    # The model's initial weights come from `seed` (as the data order does): without this they came
+    # from torch's per-process random seed, so every run started from another model.
+    reproducibility.seed_all(int(cfg.get('seed', 17)))
     model = build_model(cfg['model'], tokenizer, max_seq_len)
     optimizer = build_optimizer(cfg.get('optimizer') or {}, model)
     trainer = Trainer(

@@ -2,6 +2,8 @@
 or 2 workers and 1 or 2 processes, and resumes exactly inside any phase; the fingerprint covers the
 whole schedule; bad schedules get a precise message."""
 
+import json
+
 import numpy as np
 import pytest
 from torch.utils.data import DataLoader
@@ -132,14 +134,15 @@ def test_phases_must_be_whole_epochs_and_weights_go_in_the_schedule(mix_index, m
         ClusteredImportanceDataset(mix_index.root, schedule=_two_phases('missing.weights.json'), **COMMON)
 
 
-def test_train_py_runs_a_schedule_with_the_same_order_on_two_processes_and_across_a_resume(
+def test_train_py_runs_a_schedule_and_logs_cluster_losses_alike_on_one_or_two_processes_and_a_resume(
         mix_index, mix_weights, tmp_path):
     """12 batches of 8: phase 1 is 4 batches (uniform), phase 2 the rest (CIS); a resume at batch 6."""
     schedule = '[{weights: null, samples: 32}, {weights: %s, samples: 64}]' % mix_weights
     args = dict(**{'train_loader.dataset.weights': 'null', 'train_loader.dataset.schedule': schedule,
                    'train_loader.dataset.epoch_size': 'null'})
     one = tmp_path / 'one'
-    result = _run(_overrides(mix_index.root, mix_weights, one, **args))
+    callbacks = '{sample_order: {path: %s/order.jsonl}, cluster_loss: {path: %s/clusters.jsonl, interval: 1}}'
+    result = _run(_overrides(mix_index.root, mix_weights, one, **args, callbacks=callbacks % (one, one)))
     assert result.returncode == 0, result.stderr[-3000:]
     order = global_order(one / 'order.jsonl')
     dataset = ClusteredImportanceDataset(mix_index.root, schedule=_two_phases(mix_weights, 32, 64), **COMMON)
@@ -148,10 +151,31 @@ def test_train_py_runs_a_schedule_with_the_same_order_on_two_processes_and_acros
     assert leaves[0].tolist() == dataset.mixture.phase_counts[0].tolist()  # the uniform phase, exactly
     assert leaves[1].tolist() == dataset.mixture.phase_counts[1].tolist()  # then an epoch of CIS
 
+    # The per-cluster training loss after every batch: each top-level cluster's sequences, exactly.
+    top = mix_index.leaf_ancestors(0)
+    records = [json.loads(line) for line in open(one / 'clusters.jsonl', encoding='utf-8')]
+    assert [r['batch'] for r in records] == list(range(1, 13))
+    for record, ids in zip(records, order):
+        drawn = np.bincount(top[dataset.leaf_of(ids)], minlength=mix_index.levels[0])
+        assert {name: c['sequences'] for name, c in record['clusters'].items()} == \
+            {f'c{c}': int(n) for c, n in enumerate(drawn) if n}
+        assert all(0 < c['loss'] < 2 * np.log(mix_index.manifest['options']['tokenizer']['vocab_size'])
+                   for c in record['clusters'].values())
+
     two = tmp_path / 'two'
-    result = _run(_overrides(mix_index.root, mix_weights, two, **args), processes=2)
+    result = _run(_overrides(mix_index.root, mix_weights, two, **args, callbacks=callbacks % (two, two)),
+                  processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert global_order(two / 'order.jsonl') == order
+    reduced = [json.loads(line) for line in open(two / 'clusters.jsonl', encoding='utf-8')]
+    assert [{n: c['sequences'] for n, c in r['clusters'].items()} for r in reduced] == \
+        [{n: c['sequences'] for n, c in r['clusters'].items()} for r in records]  # summed over both ranks
+    # The same losses: at the first batch (the same initial model), then up to the drift of training
+    # in another float order, which Adam amplifies step by step.
+    assert [c['loss'] for c in reduced[0]['clusters'].values()] == pytest.approx(
+        [c['loss'] for c in records[0]['clusters'].values()], rel=1e-5)
+    assert [c['loss'] for r in reduced for c in r['clusters'].values()] == pytest.approx(
+        [c['loss'] for r in records for c in r['clusters'].values()], rel=2e-2)
 
     resumed = tmp_path / 'resumed'
     first = _run(_overrides(mix_index.root, mix_weights, resumed, steps=6, autoresume='true', **args))

@@ -152,3 +152,19 @@ def test_overrides_reach_into_lists_by_index(tmp_path, capsys):
     assert main([YAML, 'eval_loaders.2.label=x']) == 2
     assert capsys.readouterr().err == ("train.py: error: override 'eval_loaders.2.label': eval_loaders is a list "
                                        "with entries 0..1, not '2'\n")
+
+
+def test_the_seed_fixes_the_initial_model(mix_index, mix_weights, tmp_path):
+    """Same seed, same first-batch losses to the bit; another seed (same data order), another model."""
+    def first_losses(name, seed):
+        out = tmp_path / name
+        callbacks = '{cluster_loss: {path: %s/clusters.jsonl, interval: 1}}' % out
+        result = _run(_overrides(mix_index.root, mix_weights, out, steps=1, seed=seed, callbacks=callbacks,
+                                 **{'train_loader.dataset.shuffle_seed': 17}))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(open(out / 'clusters.jsonl', encoding='utf-8').readline())['clusters']
+
+    first = first_losses('a', 17)
+    assert first_losses('b', 17) == first
+    other = first_losses('c', 18)
+    assert other.keys() == first.keys() and other != first
