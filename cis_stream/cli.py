@@ -243,6 +243,21 @@ def run_export_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_cluster_loss_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('path', metavar='FILE', help="the JSON lines of the training callback `cluster_loss`")
+    parser.add_argument('--png', metavar='FILE', help='also plot loss against training tokens per cluster')
+
+
+def run_cluster_loss(args: argparse.Namespace) -> int:
+    from cis_stream.report.cluster_loss import cluster_table, plot_cluster_losses, read_cluster_losses
+    records = read_cluster_losses(args.path)
+    print(cluster_table(records))
+    if args.png:
+        plot_cluster_losses(records, args.png)
+        print(f'wrote {args.png}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='cis-stream', description=(
         'Clustered importance sampling for MosaicML Streaming: index a generalist corpus into '
@@ -257,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_arguments(sub.add_parser('verify', help='check every shard file against the hashes in its index.json'))
     add_export_tokenizer_arguments(sub.add_parser('export-tokenizer', help="write the index's tokenizer as a "
                                                   'transformers directory (for llm-foundry)'))
+    add_cluster_loss_arguments(sub.add_parser('cluster-loss', help='the training loss per cluster that the '
+                                              'cluster_loss callback logged: table and plot'))
     return parser
 
 
@@ -268,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     handlers = {'index': run_index, 'add': run_add, 'weights': run_weights, 'inspect': run_inspect,
-                'verify': run_verify, 'export-tokenizer': run_export_tokenizer}
+                'verify': run_verify, 'export-tokenizer': run_export_tokenizer, 'cluster-loss': run_cluster_loss}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, BuildLockedError) as err:

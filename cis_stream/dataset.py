@@ -166,7 +166,8 @@ class ClusteredImportanceDataset(StreamingDataset):
         schedule: instead of weights, phases drawn one after another, each a list entry
             `{weights: FILE or None, tokens: N}` (or `samples: N`; the last may leave its length
             out and runs until training ends). Each phase is a whole number of epochs of one size
-            (see schedule.py); `phase_of(epoch)` says which is drawn.
+            (see schedule.py); `phase_of(epoch)` says which is drawn. A phase with `adapt:`
+            has its proportions measured at its start (adaptive.py), written to `adapt_dir`.
         epoch_size: samples per epoch (default: the index's total samples; with a schedule, the
             greatest common divisor of the phase lengths).
         max_seq_len: tokens per training sequence (default: the index's seq_len). Where it divides
@@ -192,7 +193,7 @@ class ClusteredImportanceDataset(StreamingDataset):
                  max_seq_len: int | None = None, local: str | None = None,
                  max_repeat: float | None = None, allow_mixture_change: bool = False,
                  sample_ids: bool = False, split_samples: bool = True, schedule: list | None = None,
-                 **kwargs: Any):
+                 adapt_dir: str | None = None, **kwargs: Any):
         for key in ('streams', 'remote', 'epoch_size', 'allow_unsafe_types'):
             if key in kwargs:
                 raise ValueError(f'ClusteredImportanceDataset sets {key!r} itself; do not pass it')
@@ -218,7 +219,7 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.vocab_size = opened.manifest['options']['tokenizer']['vocab_size']
         self._unsigned = np.uint16 if opened.manifest['options']['token_column'] == 'ndarray:uint16' else np.uint32
         self.mixture = plan_mixture(opened, weights, schedule, epoch_size, max_repeat,
-                                    self.sequences_per_sample * self.max_seq_len)
+                                    self.sequences_per_sample * self.max_seq_len, adapt_dir)
         self.cis_weights = self.mixture.weights[0]
         # A specialist stream the weights mix in is source number num_leaves (leaf_of says so).
         self.specialist = self.mixture.specialists[0] if self.mixture.specialists else None

@@ -11,7 +11,8 @@ size because Composer counts an epoch's batches once, when training starts.
 A phase's length is a whole number of epochs: the epoch is the greatest common divisor of the
 phase lengths (in the unit they are given in), or `epoch_size` samples if set. The last phase may
 leave its length out: it runs until training ends. Sources are the index's leaves, then each
-distinct specialist stream the phases' weights mix in (source `num_leaves + i`).
+distinct specialist stream the phases' weights mix in (source `num_leaves + i`). A phase with
+`adapt:` has its proportions measured at its start (adaptive.py) and read from `adapt_dir`.
 """
 
 from __future__ import annotations
@@ -23,23 +24,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cis_stream.adaptive import AdaptRule, adapted_path, read_adapted
 from cis_stream.format.reader import CISIndex
 from cis_stream.mixture import capped_counts
 from cis_stream.specialist import open_stream
 from cis_stream.training.config import check_keys
 from cis_stream.weights import read_weights
 
-PHASE_KEYS = {'weights', 'tokens', 'samples'}
+PHASE_KEYS = {'weights', 'tokens', 'samples', 'adapt'}
 MAX_EPOCHS = 10_000  # Streaming redraws and re-partitions at every epoch: a schedule of more is a mistake
 
 
 @dataclass(frozen=True)
 class Phase:
-    """One phase as written: a weights file (None: uniform, each leaf by its size) and a length
-    (None for the last phase: until training ends) in `unit` ('tokens' or 'samples')."""
+    """One phase as written: a weights file (None: uniform, each leaf by its size), a length (None
+    for the last phase: until training ends) in `unit` ('tokens' or 'samples'), and for an adaptive
+    phase its rule (the weights are then the base the rule reweighs)."""
     weights: str | None
     length: int | None
     unit: str
+    adapt: AdaptRule | None = None
 
 
 def parse_schedule(schedule: list) -> list[Phase]:
@@ -65,7 +69,10 @@ def parse_schedule(schedule: list) -> list[Phase]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
                 raise ValueError(f'{where}: {units[0]} must be a whole number of at least 1, got {value!r}')
             length = int(value)
-        phases.append(Phase(entry['weights'], length, units[0] if units else ''))
+        adapt = AdaptRule.parse(entry['adapt'], where) if entry.get('adapt') is not None else None
+        if adapt and number == 1:
+            raise ValueError(f'{where}: the first phase cannot adapt (there is no trained model to measure yet)')
+        phases.append(Phase(entry['weights'], length, units[0] if units else '', adapt))
     used = {p.unit for p in phases if p.length is not None}
     if len(used) > 1:
         raise ValueError('schedule: give every phase length in the same unit (all tokens or all samples)')
@@ -106,18 +113,25 @@ class Mixture:
     max_repeat cap per epoch); `phase_epochs[k]` is its length in epochs (the last may be None).
     """
 
-    def __init__(self, index: CISIndex, phases: list[tuple[str | None, int | None]], epoch_size: int,
-                 max_repeat: float | None):
-        self.index, self.epoch_size = index, epoch_size
+    def __init__(self, index: CISIndex, phases: list[Phase], epochs: list[int | None], epoch_size: int,
+                 max_repeat: float | None, adapt_dir: str | None = None):
+        self.index, self.epoch_size, self.max_repeat, self.adapt_dir = index, epoch_size, max_repeat, adapt_dir
         self.specialists: list[CISIndex] = []
-        self.weights = [read_weights(path, index) if path is not None else None for path, _ in phases]
-        self.phase_epochs = [epochs for _, epochs in phases]
-        proportions = [self._proportions(path, weights) for (path, _), weights in zip(phases, self.weights)]
+        self.weights = [read_weights(p.weights, index) if p.weights is not None else None for p in phases]
+        self.phase_epochs = epochs
+        self.rules = [p.adapt for p in phases]
+        if any(self.rules) and not adapt_dir:
+            raise ValueError('the schedule has an adaptive phase: set adapt_dir, the folder where its measured '
+                             'proportions are written (train.py uses save_folder/mixture)')
+        # An adaptive phase's base proportions: the rule reweighs them at the phase's start.
+        self.base = [self._proportions(p.weights, w) for p, w in zip(phases, self.weights)]
         self.source_samples = np.concatenate([index.leaf_samples] + [s.leaf_samples for s in self.specialists])
-        width = len(self.source_samples)
-        self.phase_counts = [capped_counts(np.pad(p, (0, width - len(p))), epoch_size, self.source_samples,
-                                           max_repeat) for p in proportions]
+        self.base = [np.pad(p, (0, len(self.source_samples) - len(p))) for p in self.base]
+        self.phase_counts = [None if rule else self._counts(p) for p, rule in zip(self.base, self.rules)]
         self.fingerprint = self._fingerprint(max_repeat)
+
+    def _counts(self, proportions: np.ndarray) -> np.ndarray:
+        return capped_counts(proportions, self.epoch_size, self.source_samples, self.max_repeat)
 
     def _proportions(self, path: str | None, weights: dict | None) -> np.ndarray:
         """A phase's proportions over the leaves and the specialist streams met so far."""
@@ -140,9 +154,25 @@ class Mixture:
         if len(self.weights) == 1:  # a plain mixture keeps the fingerprint it always had
             return mixture_fingerprint(self.index.fingerprint, self.weights[0], self.epoch_size, max_repeat)
         phases = [[mixture_fingerprint(self.index.fingerprint, w, self.epoch_size, max_repeat), epochs]
-                  for w, epochs in zip(self.weights, self.phase_epochs)]
+                  + (rule.fingerprint() if rule else [])
+                  for w, epochs, rule in zip(self.weights, self.phase_epochs, self.rules)]
         blob = json.dumps(['schedule', phases], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def first_epoch(self, phase: int) -> int:
+        return sum(self.phase_epochs[:phase])
+
+    def adapted_path(self, phase: int) -> str:
+        return adapted_path(self.adapt_dir, phase)
+
+    def set_adapted(self, phase: int, leaf_proportions: np.ndarray) -> None:
+        """An adaptive phase's measured leaf proportions (the base's specialist share is kept)."""
+        base = self.base[phase]
+        leaves = self.index.num_leaves
+        share = base[leaves:].sum()
+        proportions = base.copy()
+        proportions[:leaves] = np.asarray(leaf_proportions) / np.sum(leaf_proportions) * (1 - share)
+        self.phase_counts[phase] = self._counts(proportions)
 
     def phase_of(self, epoch: int) -> int:
         """The phase an epoch belongs to (epochs after the schedule's end stay in the last phase)."""
@@ -156,12 +186,18 @@ class Mixture:
         return len(self.phase_epochs) - 1
 
     def counts(self, epoch: int) -> np.ndarray:
-        return self.phase_counts[self.phase_of(epoch)]
+        """The epoch's draws per source; an adaptive phase's are read from its file when first needed."""
+        phase = self.phase_of(epoch)
+        if self.phase_counts[phase] is None:
+            self.set_adapted(phase, read_adapted(self.adapted_path(phase), self.index, self.fingerprint, phase))
+        return self.phase_counts[phase]
 
     @property
     def streamed_sources(self) -> np.ndarray:
-        """Sources drawn from in any phase: each gets a Stream (with choose 0 in the other phases)."""
-        return np.flatnonzero(np.any(np.stack(self.phase_counts), axis=0))
+        """Sources drawn from in any phase: each gets a Stream (with choose 0 in the other phases).
+        An adaptive phase may draw from any source its base has weight on."""
+        drawn = [counts > 0 if counts is not None else base > 0 for counts, base in zip(self.phase_counts, self.base)]
+        return np.flatnonzero(np.any(np.stack(drawn), axis=0))
 
 
 def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size: int,
@@ -177,12 +213,13 @@ def mixture_fingerprint(index_fingerprint: str, weights: dict | None, epoch_size
 
 
 def plan_mixture(index: CISIndex, weights: str | None, schedule: list | None, epoch_size: int | None,
-                 max_repeat: float | None, tokens_per_sample: int) -> Mixture:
+                 max_repeat: float | None, tokens_per_sample: int, adapt_dir: str | None = None) -> Mixture:
     """The dataset's mixture: `weights` (a file or None for uniform) for every epoch, or `schedule`."""
     if schedule is None:
-        return Mixture(index, [(weights, None)], int(epoch_size or index.leaf_samples.sum()), max_repeat)
+        return Mixture(index, [Phase(weights, None, '')], [None], int(epoch_size or index.leaf_samples.sum()),
+                       max_repeat)
     if weights is not None:
         raise ValueError('give weights or schedule, not both: a schedule names each phase\'s weights')
     phases = parse_schedule(schedule)
     epochs, size = epochs_per_phase(phases, tokens_per_sample, epoch_size)
-    return Mixture(index, [(p.weights, e) for p, e in zip(phases, epochs)], size, max_repeat)
+    return Mixture(index, phases, epochs, size, max_repeat, adapt_dir)

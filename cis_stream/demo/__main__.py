@@ -48,6 +48,7 @@ def _train(yaml_name: str, out: str, run_name: str, steps: int, weights: str | N
         f'eval_loaders=[{{label: specialist, dataset: {{files: [{out}/corpus/specialist_test.jsonl]}}}}, '
         f'{{label: generalist, dataset: {{files: [{out}/corpus/generalist_test.jsonl]}}}}]',
         f'save_folder={out}/runs/{run_name}', f'results_path={out}/runs/{run_name}/results.json',
+        f'callbacks.cluster_loss.path={out}/runs/{run_name}/cluster_loss.jsonl',
     ]
     if weights:
         overrides.append(f'train_loader.dataset.weights={weights}')
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     / results['uniform']['specialist']['LanguagePerplexity'])
         print(f'{name} specialist perplexity is {abs(gain):.1%} {"lower" if gain > 0 else "HIGHER"} than uniform '
               f'at the same steps')
+    _step('what the CIS model learned where: its training loss per top-level cluster')
+    _cli(['cluster-loss', f'{out}/runs/cis-demo/cluster_loss.jsonl', '--png', f'{out}/cis_cluster_loss.png'])
     print(f'({time.perf_counter() - started:.0f} s in all)')
     with open(os.path.join(out, 'demo_results.json'), 'w', encoding='utf-8') as handle:
         json.dump(results, handle, indent=1)

@@ -22,7 +22,7 @@ from cis_stream.format.layout import (
     leaf_dir_name,
 )
 from cis_stream.format.validate import check_manifest
-from cis_stream.text.tokens import TokenizerHandle, make_windows, tokenizer_from_json
+from cis_stream.text.tokens import TokenizerHandle, Windows, make_windows, tokenizer_from_json
 from cis_stream.tree import Tree
 
 
@@ -121,9 +121,13 @@ class CISIndex:
 
     def place(self, texts: list[str]) -> Placement:
         """Window, embed and assign texts exactly as the indexer did (the index's own parts)."""
+        windows, nodes = self.place_windows(texts)
+        return Placement(nodes, windows.doc_index, windows.lengths)
+
+    def place_windows(self, texts: list[str]) -> tuple[Windows, np.ndarray]:
+        """The texts' token windows, and the node of each at every level [windows, levels]."""
         windows = make_windows(self.tokenizer, texts, self.manifest['options']['window'])
         vectors = [self.embedder.embed(windows.texts[i:i + EMBED_BATCH])
                    for i in range(0, len(windows.texts), EMBED_BATCH)]
         dim = self.centroids[0].shape[1]
-        nodes = self.tree.assign(np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))
-        return Placement(nodes, windows.doc_index, windows.lengths)
+        return windows, self.tree.assign(np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))

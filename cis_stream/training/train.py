@@ -179,9 +179,10 @@ def fit_microbatch(requested: Any, device_batch: int) -> Any:
 def train(cfg: dict) -> dict:
     """Build everything from `cfg`, fit, and return the final eval metrics per loader."""
     from composer import Evaluator, Trainer
-    from composer.utils import dist, get_device, reproducibility
+    from composer.utils import dist, format_name_with_dist, get_device, reproducibility
 
     from cis_stream.dataset import open_index
+    from cis_stream.training.adaptive import AdaptiveMixture
     from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader
     from cis_stream.training.tokenizer import hf_tokenizer
 
@@ -207,6 +208,13 @@ def train(cfg: dict) -> dict:
     loader_cfg['dataset'] = dataset_cfg
     if 'index' not in dataset_cfg:
         raise ValueError('train_loader.dataset.index is required')
+    adaptive = any(isinstance(p, dict) and p.get('adapt') for p in dataset_cfg.get('schedule') or [])
+    if adaptive and not dataset_cfg.get('adapt_dir'):
+        if not cfg.get('save_folder'):
+            raise ValueError('the schedule has an adaptive phase: set save_folder (its measured proportions go to '
+                             'save_folder/mixture) or train_loader.dataset.adapt_dir')
+        dataset_cfg['adapt_dir'] = os.path.join(format_name_with_dist(cfg['save_folder'], cfg.get('run_name')),
+                                                'mixture')
     tokenizer = hf_tokenizer(open_index(dataset_cfg['index'], dataset_cfg.get('local')))
     train_loader = build_cis_dataloader(loader_cfg, tokenizer, device_batch)
     eval_batch = int(cfg.get('device_eval_batch_size', device_batch))
@@ -246,7 +254,7 @@ def train(cfg: dict) -> dict:
         autoresume=bool(cfg.get('autoresume', False)),
         load_path=cfg.get('load_path'),
         load_weights_only=bool(cfg.get('load_weights_only', False)),
-        callbacks=build_callbacks(cfg.get('callbacks') or {}),
+        callbacks=build_callbacks(cfg.get('callbacks') or {}) + ([AdaptiveMixture()] if adaptive else []),
         progress_bar=bool(cfg.get('progress_bar', False)),
         log_to_console=bool(cfg.get('log_to_console', True)),
         console_log_interval=cfg.get('console_log_interval', '10ba'),

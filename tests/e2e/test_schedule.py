@@ -3,6 +3,9 @@ or 2 workers and 1 or 2 processes, and resumes exactly inside any phase; the fin
 whole schedule; bad schedules get a precise message."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,9 +14,10 @@ from torch.utils.data import DataLoader
 from cis_stream.dataset import ClusteredImportanceDataset
 from cis_stream.mixture import capped_counts, largest_remainder
 from cis_stream.training.loaders import collate_causal_lm
+from cis_stream.training.train import load_config
 from cis_stream.weights import read_weights
 from tests.e2e.test_train import _overrides, _run
-from tests.helpers import global_order
+from tests.helpers import REPO_ROOT, global_order
 
 COMMON = dict(batch_size=8, shuffle=True, shuffle_seed=11, num_canonical_nodes=1, sample_ids=True)
 
@@ -183,3 +187,26 @@ def test_train_py_runs_a_schedule_and_logs_cluster_losses_alike_on_one_or_two_pr
     second = _run(_overrides(mix_index.root, mix_weights, resumed, steps=12, autoresume='true', **args))
     assert second.returncode == 0, second.stderr[-3000:]
     assert global_order(resumed / 'order.jsonl') == order
+
+
+def test_the_continued_pretraining_yaml_is_one_run_of_two_phases(mix_index, mix_weights, tmp_path):
+    """yamls/continued.yaml, on the test index: its uniform phase, then the CIS mixture, in one run."""
+    yaml = os.path.join(REPO_ROOT, 'yamls', 'continued.yaml')
+    phases = load_config(yaml, [])['train_loader']['dataset']['schedule']
+    assert [p['weights'] for p in phases] == [None, 'demo_out/specialist.weights.json']
+    overrides = {'train_loader.dataset.index': mix_index.root, 'train_loader.dataset.schedule.1.weights': mix_weights,
+                 'train_loader.dataset.schedule.0.tokens': 32 * 64, 'max_seq_len': 64, 'global_train_batch_size': 8,
+                 'device_train_microbatch_size': 8, 'model.d_model': 32, 'model.n_layers': 1, 'model.n_heads': 2,
+                 'max_duration': '8ba', 'eval_loaders': '[]', 'scheduler.t_warmup': '2ba',
+                 'save_folder': tmp_path / 'ckpt', 'results_path': tmp_path / 'results.json',
+                 'callbacks': '{sample_order: {path: %s/order.jsonl}}' % tmp_path}
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'train.py'), yaml] +
+                            [f'{key}={value}' for key, value in overrides.items()],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    order = global_order(tmp_path / 'order.jsonl')
+    dataset = ClusteredImportanceDataset(mix_index.root, schedule=[{'weights': None, 'samples': 32},
+                                                                   {'weights': mix_weights}], **COMMON)
+    for phase, batches in enumerate((order[:4], order[4:])):
+        drawn = np.bincount(dataset.leaf_of(sum(batches, [])), minlength=mix_index.num_leaves)
+        assert drawn.tolist() == dataset.mixture.phase_counts[phase].tolist()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT, global_order
@@ -126,3 +127,26 @@ def test_llm_foundrys_text_loader_reads_one_of_our_leaves(mix_index, tokenizer_d
     assert theirs.num_samples == ours.num_samples == mix_index.leaf_samples[leaf]
     for i in (0, theirs.num_samples // 2, theirs.num_samples - 1):
         assert theirs[i].tolist() == ours[i]['tokens'].astype('int64').tolist()
+
+
+def test_llm_foundry_trains_on_a_schedule_and_logs_the_loss_per_cluster(mix_index, mix_weights, tokenizer_dir,
+                                                                         split_dir, tmp_path):
+    """A two-phase schedule under llm-foundry's loader: 4 batches uniform, then CIS, each exactly."""
+    from cis_stream.dataset import ClusteredImportanceDataset
+    schedule = '[{weights: null, samples: 32}, {weights: %s, samples: 64}]' % mix_weights
+    callbacks = ('{cis_sample_order: {path: %s/order.jsonl}, cis_cluster_loss: {path: %s/clusters.jsonl, interval: 4}}'
+                 % (tmp_path, tmp_path))
+    result = _foundry(_overrides(mix_index, mix_weights, tokenizer_dir, split_dir, tmp_path, callbacks=callbacks,
+                                 **{'train_loader.dataset.weights': 'null', 'train_loader.dataset.epoch_size': 'null',
+                                    'train_loader.dataset.schedule': schedule}))
+    assert result.returncode == 0, result.stderr[-4000:]
+    order = global_order(tmp_path / 'order.jsonl')
+    dataset = ClusteredImportanceDataset(mix_index.root, schedule=[{'weights': None, 'samples': 32},
+                                                                   {'weights': mix_weights, 'samples': 64}],
+                                         batch_size=BATCH, num_canonical_nodes=1)
+    for phase, batches in enumerate((order[:4], order[4:8])):
+        drawn = [int(n) for n in np.bincount(dataset.leaf_of(sum(batches, [])), minlength=mix_index.num_leaves)]
+        assert drawn == dataset.mixture.phase_counts[phase].tolist()
+    records = [json.loads(line) for line in open(tmp_path / 'clusters.jsonl', encoding='utf-8')]
+    assert [r['batch'] for r in records] == [4, 8, 12]
+    assert [sum(c['sequences'] for c in r['clusters'].values()) for r in records] == [4 * BATCH] * 3
