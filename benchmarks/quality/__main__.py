@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument('--ablation-domain', default='biomedical')
     parser.add_argument('--curve-steps', type=int, default=1200,
                         help='batches of the long budget curves (the other domains get half; default: %(default)s)')
-    parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool,curves,curves_big',
+    parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool,curves,curves_big,'
+                                          'schedules',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--methods', type=lambda s: s.split(','), default=None,
@@ -66,6 +67,7 @@ def main() -> None:
     parts = {'main': bench.main_table, 'multitask': bench.multitask, 'continued': bench.continued,
              'ablations': bench.ablations, 'embedders': bench.embedders, 'in_pool': bench.in_pool,
              'curves': Curves(bench).run, 'curves_big': Curves(bench).run_big,
+             'schedules': Curves(bench).run_schedules,
              'report': lambda: None}
     for part in args.only.split(','):
         parts[part]()

@@ -21,6 +21,13 @@ The small sets of LONG_DOMAINS get `--curve-steps` batches; every other (domain,
 (the train splits are 5-27x the small sets, so half the budget still repeats them only 1-5 times).
 `--only curves_big` repeats cis+specialist, cis, specialist and uniform with a bigger model (4
 layers, d_model 256) on the small sets of LONG_DOMAINS at the short budget.
+
+`--only schedules` (issue 17) compares, on the small sets of LONG_DOMAINS at the short budget
+(one seed per `--seeds`), static CIS (the `cis` curve, evaluated at the same points) with:
+  cis-adaptive      a schedule of three equal phases: CIS, then twice an adaptive phase measured on
+                    the small set itself (held out from training here, and the text CIS's weights
+                    come from, so no extra specialist data), rule step 1
+  uniform-then-cis  half the budget uniform, then the CIS mixture
 """
 
 from __future__ import annotations
@@ -159,6 +166,31 @@ class Curves:
             for method in METHODS:
                 if self.bench.wanted(method):
                     self.one(method, domain, size, seed, self.steps(domain, size))
+
+    def one_schedule(self, method: str, domain: str, seed: int, steps: int) -> dict:
+        """A scheduled run (cis-adaptive or uniform-then-cis) on the small set's CIS weights."""
+        files = self.specialist_set(domain, 'small')
+        weights = self.weights(domain, 'small', steps, False)
+        if method == 'cis-adaptive':
+            third = steps // 3 * BATCH
+            adapt = f'adapt: {{validation: [{files[0]}], step: 1.0}}'
+            phases = [f'{{weights: {weights}, samples: {third}}}', f'{{weights: {weights}, samples: {third}, {adapt}}}',
+                      f'{{weights: {weights}, {adapt}}}']
+        else:
+            phases = [f'{{weights: null, samples: {steps // 2 * BATCH}}}', f'{{weights: {weights}}}']
+        evals = {domain: self.bench.evals[domain], 'generalist': self.bench.evals['generalist']}
+        set_tokens = CISIndex.open(self.specialist_index(domain, 'small')).manifest['totals']['tokens']
+        return self.bench.run('curve', method, domain, self.bench.index.root, None, seed, steps, evals,
+                              schedule(steps) + (f'train_loader.dataset.schedule=[{", ".join(phases)}]',),
+                              f'-small-{steps}ba', size='small', model='small', set_tokens=set_tokens)
+
+    def run_schedules(self) -> None:
+        steps = self.long_steps // 2
+        for seed in self.bench.args.seeds:
+            for domain in (d for d in self.domains if d in LONG_DOMAINS):
+                for method in ('cis-adaptive', 'uniform-then-cis'):
+                    if self.bench.wanted(method):
+                        self.one_schedule(method, domain, seed, steps)
 
     def run_big(self) -> None:
         seed, steps = self.bench.args.seeds[0], self.long_steps // 2

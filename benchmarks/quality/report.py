@@ -62,7 +62,7 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
     return '\n'.join(out)
 
 
-CURVE_METHODS = ('uniform', 'cis', 'cis+specialist', 'dsir-chunks', 'specialist')
+CURVE_METHODS = ('uniform', 'cis', 'cis+specialist', 'dsir-chunks', 'specialist', 'cis-adaptive', 'uniform-then-cis')
 
 
 def curve_sets(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
