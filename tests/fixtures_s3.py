@@ -3,6 +3,7 @@ asks for `s3_server`), and a TCP gate in front of it that can make the server go
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
@@ -38,7 +39,18 @@ class Gate:
         self._open: list[socket.socket] = []
 
     def start(self) -> None:
-        self._listener = socket.create_server(('127.0.0.1', self.port))
+        # Just after stop(), a connection the accept thread had not yet registered can hold the port
+        # for a moment ("Address already in use"): retry the bind for up to 2 s, as a restarting
+        # server would.
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                self._listener = socket.create_server(('127.0.0.1', self.port))
+                break
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def stop(self) -> None:
