@@ -90,9 +90,9 @@ def epochs_per_phase(phases: list[Phase], tokens_per_sample: int, epoch_size: in
             raise ValueError(f'schedule: every phase length must be a multiple of epoch_size ({epoch_size:,} '
                              f'samples = {step:,} {unit}); got {", ".join(f"{n:,}" for n in lengths)} {unit}')
     else:
-        step = math.gcd(*lengths) if lengths else 0
         if not lengths:
             raise ValueError('schedule: a single phase without a length is a plain mixture; use weights: instead')
+        step = math.gcd(*lengths)
         epoch_size = round(step / per_sample)
         if epoch_size < 1:
             raise ValueError(f'schedule: phase lengths {lengths} {unit} share only {step} {unit}, less than one '

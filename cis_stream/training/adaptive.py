@@ -19,6 +19,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from cis_stream.adaptive import AdaptRule, ValidationText, reweigh, write_adapted
+from cis_stream.training.callbacks import next_token_losses
 
 
 class AdaptiveMixture(Callback):
@@ -67,10 +68,7 @@ class AdaptiveMixture(Callback):
                 for i in range(0, len(pieces), self.batch_size):
                     chunk = pieces[i:i + self.batch_size]
                     ids = torch.from_numpy(np.stack([p for p, _ in chunk]).astype(np.int64)).to(device)
-                    outputs = model({'input_ids': ids, 'labels': ids})
-                    logits = outputs['logits'] if isinstance(outputs, dict) or hasattr(outputs, 'logits') else outputs
-                    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:],
-                                                             reduction='none').sum(dim=1).cpu()
+                    loss = next_token_losses(model({'input_ids': ids, 'labels': ids}), ids).sum(dim=1).cpu()
                     for (_, cluster), total in zip(chunk, loss.tolist()):
                         sums[cluster] += total
                         counts[cluster] += length - 1

@@ -12,6 +12,14 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 
+def next_token_losses(outputs, input_ids: torch.Tensor) -> torch.Tensor:
+    """Per-token next-token loss [sequences, length - 1] from a model's outputs (logits, or an
+    object or mapping holding them), shared by the per-cluster callbacks."""
+    logits = outputs['logits'] if isinstance(outputs, dict) or hasattr(outputs, 'logits') else outputs
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:],
+                                             reduction='none')
+
+
 class SampleOrderLogger(Callback):
     """Append each step's global sample ids (per rank, in rank order) to a JSON-lines file.
 
@@ -91,12 +99,8 @@ class ClusterLossLogger(Callback):
         if 'sample_id' not in batch:
             raise ValueError('callbacks.cluster_loss needs the sample ids in each batch: use train.py, or set '
                              'train_loader.dataset.sample_ids: true')
-        outputs = state.outputs
-        logits = outputs['logits'] if isinstance(outputs, dict) or hasattr(outputs, 'logits') else outputs
         with torch.no_grad():
-            labels = batch['labels'][:, 1:]
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
-                                                       reduction='none').mean(dim=1).cpu().double()
+            losses = next_token_losses(state.outputs, batch['labels']).mean(dim=1).cpu().double()
         sources = np.minimum(dataset.leaf_of(batch['sample_id'].cpu().numpy()), len(self._groups) - 1)
         groups = torch.from_numpy(self._groups[sources])
         self._sums.index_add_(0, groups, losses)
