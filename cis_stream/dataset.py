@@ -2,9 +2,10 @@
 
 One `Stream` per leaf with non-zero draws, each with an exact per-epoch `choose` count (the
 largest-remainder rounding of epoch_size × p(leaf)), so Streaming's own partitioning, shuffling,
-multi-worker/multi-node ordering and resumption apply unchanged. We override only
-`__getitem__`, `state_dict` and `load_state_dict`, as Streaming recommends for subclasses (and
-`prepare_shard`, to name the leaf and file of a failure).
+multi-worker/multi-node ordering and resumption apply unchanged. We override `__getitem__`,
+`state_dict` and `load_state_dict`, as Streaming recommends for subclasses; `prepare_shard`, to
+name the leaf and file of a failure; `resample_streams`, to set each epoch's counts (schedules);
+and `_get_work`, only to start fetching a remote epoch's first shards in parallel (prefetch.py).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from cis_stream.format.layout import (
     NotAnIndexError,
     leaf_dir_name,
 )
-from cis_stream.format.leaves import unpack_leaf_indexes
+from cis_stream.format.leaves import leaf_shard_readers, read_leaf_indexes
 from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import check_leaf_shards
 from cis_stream.format.verify import check_decompressed, record
+from cis_stream.prefetch import DOWNLOAD_THREADS, prefetch_first_shards
 from cis_stream.schedule import plan_mixture
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ def open_index(index: str, local: str | None) -> CISIndex:
 
     With `local`, `index` is a Streaming remote (s3://, gs://, ..., or a directory to copy from).
     Three small downloads (the manifest, the bundle of every leaf's index.json, the tokenizer)
-    replace the one round trip per leaf that Streaming would make, one after another.
+    replace the one round trip per leaf that Streaming would make, one after another; the leaves'
+    streams read their index.json from the bundle (`read_leaf_indexes`).
     """
     if local is None:
         if '://' in index:
@@ -62,9 +65,7 @@ def open_index(index: str, local: str | None) -> CISIndex:
         return CISIndex.open(index)
     for name in (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE):  # the tokenizer: train.py builds the model's
         _fetch(f'{index}/{name}', os.path.join(local, name))
-    opened = CISIndex.open(local)
-    unpack_leaf_indexes(local, opened.manifest)
-    return opened
+    return CISIndex.open(local)
 
 
 class DamagedLeafError(NotAnIndexError):
@@ -113,20 +114,25 @@ def _leaf_failure(leaf: str, stream: Stream, what: str, err: Exception) -> Damag
 
 
 class _LeafStream(Stream):
-    """A leaf's Stream whose index.json is checked as Streaming loads it, failures naming the leaf,
-    and whose decompressed shards are checked when changed since their last verification (verify.py)."""
+    """A leaf's Stream whose index.json (from the remote index's bundle, `index_text`, or the file)
+    is checked as it is loaded, failures naming the leaf, and whose decompressed shards are checked
+    when changed since their last verification (verify.py)."""
 
-    def __init__(self, leaf: str, token_column: str, samples: int, **kwargs: Any):
+    def __init__(self, leaf: str, token_column: str, samples: int, index_text: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.leaf, self.token_column, self.expected_samples = leaf, token_column, samples
+        self.index_text = index_text
 
     def get_shards(self, world, allow_unsafe_types: bool) -> list:
         where = os.path.join(self.local, 'index.json')
-        if not self.remote and not os.path.isfile(where):
+        if self.index_text is not None:
+            where = f'the leaf index bundle ({LEAF_INDEXES}), entry {self.leaf}'
+        elif not self.remote and not os.path.isfile(where):
             raise DamagedLeafError(f'leaf {self.leaf}: {where} is missing: the index is damaged; rebuild it '
                                    f'with `cis-stream index ... --overwrite`, or restore the file from a good copy')
         try:
-            shards = super().get_shards(world, allow_unsafe_types)
+            shards = (super().get_shards(world, allow_unsafe_types) if self.index_text is None else
+                      leaf_shard_readers(self.local, self.index_text, allow_unsafe_types))
         except Exception as err:
             raise _leaf_failure(self.leaf, self, f'cannot load {where}', err) from err
         check_leaf_shards(shards, f'leaf {self.leaf}: {where}', self.token_column, self.expected_samples,
@@ -140,6 +146,10 @@ class _LeafStream(Stream):
                 f'made and checked. Delete it (the next read makes it again from the compressed shard, checking '
                 f'that one first), and run `cis-stream verify {root}` to check the whole index')
         return shards
+
+    def get_index_size(self) -> int:
+        """Bytes of the cache the leaf's index takes: none when it came from the bundle."""
+        return 0 if self.index_text is not None else super().get_index_size()
 
     def prepare_shard(self, shard) -> int:
         """Streaming's fetch and unpack; a decompressed file it makes from a hash-checked one is
@@ -180,6 +190,8 @@ class ClusteredImportanceDataset(StreamingDataset):
         sample_ids: add each item's global sample id (for order logs). Off by default: with
             loader workers every extra tensor in a batch costs a shared-memory transfer (~15%).
         split_samples: cut samples into max_seq_len sequences where that divides (see max_seq_len).
+        download_threads: for a remote index, threads that fetch the shards of each worker's first
+            `predownload` samples of an epoch at once (prefetch.py); 0: Streaming's one at a time.
         **kwargs: StreamingDataset options (batch_size, shuffle, shuffle_seed,
             num_canonical_nodes, ...). Streams, epoch_size and allow_unsafe_types are ours;
             validate_hash defaults to 'xxh64' (each shard is checked once, when first unpacked).
@@ -193,7 +205,7 @@ class ClusteredImportanceDataset(StreamingDataset):
                  max_seq_len: int | None = None, local: str | None = None,
                  max_repeat: float | None = None, allow_mixture_change: bool = False,
                  sample_ids: bool = False, split_samples: bool = True, schedule: list | None = None,
-                 adapt_dir: str | None = None, **kwargs: Any):
+                 adapt_dir: str | None = None, download_threads: int = DOWNLOAD_THREADS, **kwargs: Any):
         for key in ('streams', 'remote', 'epoch_size', 'allow_unsafe_types'):
             if key in kwargs:
                 raise ValueError(f'ClusteredImportanceDataset sets {key!r} itself; do not pass it')
@@ -230,15 +242,17 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.cis_fingerprint = self.mixture.fingerprint
         token_column = opened.manifest['options']['token_column']
         sizes = self.mixture.source_samples
+        bundle = read_leaf_indexes(local, opened.manifest) if local else {}
         streams = [_LeafStream(leaf_dir_name(leaf), token_column, int(sizes[leaf]), local=opened.leaf_path(leaf),
                                remote=f'{index}/{CLUSTERS_DIR}/{leaf_dir_name(leaf)}' if local else None,
-                               choose=int(self.leaf_counts[leaf]))
+                               choose=int(self.leaf_counts[leaf]), index_text=bundle.get(leaf_dir_name(leaf)))
                    if leaf < opened.num_leaves else
                    _LeafStream(f'specialist ({self.mixture.specialists[leaf - opened.num_leaves].root})',
                                token_column, int(sizes[leaf]), choose=int(self.leaf_counts[leaf]),
                                local=self.mixture.specialists[leaf - opened.num_leaves].leaf_path(0))
                    for leaf in self.stream_leaves]
         self._leaf_error: DamagedLeafError | UnwritableIndexError | None = None
+        self.download_threads = download_threads if local else 0
         kwargs.setdefault('validate_hash', 'xxh64')
         super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)
         hashed = sum(stream.opened.hashed for stream in streams)
@@ -262,6 +276,14 @@ class ClusteredImportanceDataset(StreamingDataset):
             stream.repeat = stream.choose / int(samples)  # what the per-stream batching methods read
             stream.proportion = stream.choose / self.epoch_size
         return super().resample_streams(epoch, stream_id)
+
+    def _get_work(self, epoch: int, sample_in_epoch: int) -> np.ndarray:
+        """Streaming's part of the epoch for this worker, unchanged; from a remote index, the shards
+        its first samples need start downloading in parallel."""
+        sample_ids = super()._get_work(epoch, sample_in_epoch)
+        if self.download_threads:
+            prefetch_first_shards(self, sample_ids, self.download_threads)
+        return sample_ids
 
     def leaf_of(self, sample_ids: np.ndarray) -> np.ndarray:
         """The leaf each global sample id is drawn from (num_leaves: the specialist stream)."""

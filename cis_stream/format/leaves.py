@@ -10,16 +10,11 @@ import shutil
 import numpy as np
 import zstandard
 from streaming import MDSWriter
+from streaming.base.format.base.reader import FileInfo
+from streaming.base.format.mds.reader import MDSReader
 
 from cis_stream.format.files import canonical_json, replacing, sha256_file
-from cis_stream.format.layout import (
-    CLUSTERS_DIR,
-    LEAF_INDEX,
-    LEAF_INDEXES,
-    NotAnIndexError,
-    leaf_dir_name,
-    leaf_index_name,
-)
+from cis_stream.format.layout import LEAF_INDEX, LEAF_INDEXES, NotAnIndexError, leaf_dir_name, leaf_index_name
 from cis_stream.text.tokens import TokenizerHandle
 
 # Windows packed per chunk.
@@ -74,10 +69,10 @@ def write_leaf_indexes(root: str, num_leaves: int) -> None:
         handle.write(zstandard.ZstdCompressor(level=10).compress(canonical_json(bundle)))
 
 
-def unpack_leaf_indexes(root: str, manifest: dict) -> None:
-    """Write each leaf's index.json under `root` from the bundle (remote start-up), after checking
-    that the bundle is the manifest's (sha256) and names exactly its leaves, so that no name in a
-    downloaded file can place a file outside `root`. Their content is checked as Streaming reads them."""
+def read_leaf_indexes(root: str, manifest: dict) -> dict[str, str]:
+    """Each leaf's index.json text from the bundle under `root` (remote start-up), after checking that
+    the bundle is the manifest's (sha256) and names exactly its leaves. Their content is checked as
+    the leaves' shard readers are made from them (`leaf_shard_readers`)."""
     bundle_path = os.path.join(root, LEAF_INDEXES)
     if sha256_file(bundle_path) != manifest['leaf_indexes_sha256']:
         raise NotAnIndexError(f'{bundle_path}: does not match the manifest (corrupt or from another '
@@ -88,12 +83,29 @@ def unpack_leaf_indexes(root: str, manifest: dict) -> None:
     if not isinstance(bundle, dict) or sorted(bundle) != names or not all(isinstance(t, str) for t in bundle.values()):
         raise NotAnIndexError(f'{bundle_path}: does not hold exactly the leaves {names[0]}..{names[-1]} '
                               f'of the manifest; the index is damaged: rebuild it')
-    for name in names:
-        path = os.path.join(root, CLUSTERS_DIR, name, LEAF_INDEX)
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with replacing(path) as tmp, open(tmp, 'w', encoding='utf-8') as handle:
-                handle.write(bundle[name])
+    return bundle
+
+
+def leaf_shard_readers(local: str, index_text: str, allow_unsafe_types: bool) -> list:
+    """Streaming's MDS shard readers for a leaf's index.json text, as `Stream.get_shards` makes them
+    from the file, without the file (nothing to write or read per leaf) and without the deepcopy
+    of each shard's entry in Streaming's `MDSReader.from_json`: together about 5 s of a
+    16,384-leaf start-up (benchmarks/results/RESULTS.md, "Remote start-up")."""
+    obj = json.loads(index_text)
+    if not isinstance(obj, dict) or obj.get('version') != 2 or not isinstance(obj.get('shards'), list):
+        raise ValueError('not a Streaming index.json of version 2')
+    readers = []
+    for info in obj['shards']:
+        if info.get('format') != 'mds' or info.get('version') != 2:
+            raise ValueError(f"a shard of format {info.get('format')!r}, version {info.get('version')!r}: "
+                             f"an index leaf holds MDS shards of version 2 only")
+        args = {key: value for key, value in info.items() if key not in ('format', 'version')}
+        for key in ('raw_data', 'zip_data'):
+            args[key] = FileInfo(**args[key]) if args.get(key) else None
+        reader = MDSReader(dirname=local, split=None, **args)
+        reader.validate(allow_unsafe_types)
+        readers.append(reader)
+    return readers
 
 
 def join_leaf_index(leaf_dir: str, subdir: str) -> None:

@@ -26,7 +26,7 @@ CIS_DATASET_KEYS = {'index', 'weights', 'local', 'epoch_size', 'max_seq_len', 'm
                     'shuffle_block_size', 'num_canonical_nodes', 'predownload', 'cache_limit',
                     'download_retry', 'download_timeout', 'sampling_method', 'sampling_granularity',
                     'partition_algo', 'batching_method', 'keep_zip', 'validate_hash', 'replication',
-                    'split_samples', 'schedule', 'adapt_dir'}
+                    'split_samples', 'schedule', 'adapt_dir', 'download_threads'}
 LOADER_KEYS = {'name', 'dataset', 'drop_last', 'num_workers', 'pin_memory', 'prefetch_factor',
                'persistent_workers', 'timeout'}
 

@@ -1,13 +1,15 @@
 """ClusteredImportanceDataset: exact per-leaf counts, determinism, resume checks, remote cache."""
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cis_stream.dataset import ClusteredImportanceDataset
+from cis_stream.dataset import ClusteredImportanceDataset, _LeafStream
 from cis_stream.mixture import capped_counts, largest_remainder
 from cis_stream.training.loaders import build_cis_dataloader, collate_causal_lm
 from cis_stream.weights import read_weights
@@ -146,12 +148,48 @@ def test_remote_start_up_uses_the_leaf_index_bundle_and_checks_it(mix_index, mix
         leaf_index.unlink()  # only the bundle can provide them now
     cache = tmp_path / 'cache'
     dataset = ClusteredImportanceDataset(str(remote), mix_weights, epoch_size=100, local=str(cache), **COMMON)
-    assert len(list((cache / 'clusters').glob('*/index.json'))) == mix_index.num_leaves
-    assert len(_epoch_ids(dataset)) == 100
+    assert not list((cache / 'clusters').glob('*/index.json'))  # the leaves' streams read the bundle itself
+    local = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=100, **COMMON)
+    assert _epoch_ids(dataset).tolist() == _epoch_ids(local).tolist()
+    assert [s.samples for s in dataset.shards] == [s.samples for s in local.shards]
+    assert torch.equal(dataset[7]['input_ids'], local[7]['input_ids'])
     (remote / 'leaf_indexes.json.zst').write_bytes(b'not the bundle')
     with pytest.raises(ValueError, match='does not match the manifest'):
         ClusteredImportanceDataset(str(remote), mix_weights, local=str(tmp_path / 'cache2'), **COMMON)
 
+
+
+def test_a_remote_epoch_fetches_its_first_shards_in_parallel_in_the_same_order(mix_index, mix_weights, tmp_path,
+                                                                              monkeypatch):
+    """The shards of the first samples are fetched on several threads at once (Streaming fetches one
+    at a time); the epoch's order and samples are those of the local index all the same."""
+    active, peak, fetchers, lock = [0], [0], [], threading.Lock()
+    original = _LeafStream.prepare_shard
+
+    def slow_store(self, shard):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            fetchers.append(threading.current_thread().name)
+        time.sleep(0.05)  # each fetch takes a round trip
+        try:
+            return original(self, shard)
+        finally:
+            with lock:
+                active[0] -= 1
+    monkeypatch.setattr(_LeafStream, 'prepare_shard', slow_store)
+    local = _epoch_ids(ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, **COMMON))
+    fetchers.clear()
+    parallel = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, local=str(tmp_path / 'a'),
+                                          download_threads=8, **COMMON)
+    assert _epoch_ids(parallel).tolist() == local.tolist()
+    # Streaming alone overlaps at most its download thread and the reading one.
+    assert peak[0] >= 4 and sum(name.startswith('cis-prefetch') for name in fetchers) >= 4
+    fetchers.clear()
+    serial = ClusteredImportanceDataset(mix_index.root, mix_weights, epoch_size=200, local=str(tmp_path / 'b'),
+                                        download_threads=0, **COMMON)
+    assert _epoch_ids(serial).tolist() == local.tolist()
+    assert fetchers and not any(name.startswith('cis-prefetch') for name in fetchers)
 
 # A max_seq_len shorter than the index samples (issue 12, item 8) ------------------------------------
 
