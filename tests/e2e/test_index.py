@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 import cis_stream.index.job as job_module
 import cis_stream.index.parts as parts_module
+from cis_stream.embedders.minilm import MiniLMEmbedder
 from cis_stream.format.layout import NotAnIndexError
 from cis_stream.format.reader import CISIndex
 from cis_stream.index.job import build_index
@@ -435,6 +436,31 @@ def test_minilm_embedder_works_offline(wiki_records, tmp_path, out_dir):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2, 'the model embeds meaning'
     assert_place_reproduces_counts(reopened, corpus.texts)
 
+
+
+def test_minilm_on_onnx_runtime_int8_places_windows_where_pytorch_does(wiki_records, tmp_path, monkeypatch):
+    """`--minilm-backend onnx-int8`: sentence-transformers' ONNX export, quantised, made once in the
+    cache; the index records the backend, and the int8 vectors land in the same leaves as fp32's."""
+    monkeypatch.setenv('CIS_STREAM_CACHE', str(tmp_path / 'cache'))
+    records = [r for r in wiki_records if r['topic'] in ('Philosophy and religion', 'Sports')][:240]
+    path = str(tmp_path / 'short.jsonl')
+    write_lines(path, [json_line({'text': r['text'][:600]}) for r in records])
+    fp32 = build_index([path], str(tmp_path / 'fp32'), embedder='minilm', levels=[2, 8], window=64, seed=0,
+                       progress=False)
+    int8 = build_index([path], str(tmp_path / 'int8'), embedder='minilm', embedder_config={'backend': 'onnx-int8'},
+                       levels=[2, 8], window=64, seed=0, progress=False)
+    assert int8.manifest['options']['embedder'] == {'name': 'minilm',
+                                                    'config': {'max_tokens': 256, 'backend': 'onnx-int8'}}
+    reopened = CISIndex.open(str(tmp_path / 'int8')).embedder
+    assert reopened.backend == 'onnx-int8' and (tmp_path / 'cache' / 'all-MiniLM-L6-v2-onnx').is_dir()
+    texts = [r['text'][:600] for r in records]
+    torch_vectors, int8_vectors = fp32.embedder.embed(texts), reopened.embed(texts)
+    assert float(np.min(np.sum(torch_vectors * int8_vectors, axis=1))) > 0.9
+    tree = fp32.tree
+    agree = np.mean(tree.assign(torch_vectors)[:, -1] == tree.assign(int8_vectors)[:, -1])
+    assert agree >= 0.85, f'only {agree:.0%} of the texts in the same leaf'
+    with pytest.raises(ValueError, match="minilm backend 'tpu'"):
+        MiniLMEmbedder(backend='tpu')
 
 def test_custom_embedder_class_builds_and_reloads(small_corpus, out_dir):
     fits, loads = VocabEmbedder.fit_calls, len(VocabEmbedder.loaded_from)
