@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,9 @@ def open_index(index: str, local: str | None) -> CISIndex:
         if '://' in index:
             raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
         return CISIndex.open(index)
-    for name in (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE):  # the tokenizer: train.py builds the model's
-        _fetch(f'{index}/{name}', os.path.join(local, name))
+    names = (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE)  # the tokenizer: train.py builds the model's
+    with ThreadPoolExecutor(len(names)) as pool:  # at once: each makes its own client and round trips
+        list(pool.map(lambda name: _fetch(f'{index}/{name}', os.path.join(local, name)), names))
     return CISIndex.open(local)
 
 
