@@ -14,25 +14,16 @@ import errno
 import logging
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from streaming import Stream, StreamingDataset
 from streaming.base.dataset import _ShardState  # to undo Streaming's stuck state on failure
-from streaming.base.storage import CloudDownloader
 
-from cis_stream.format.layout import (
-    CLUSTERS_DIR,
-    LEAF_INDEXES,
-    MANIFEST,
-    TOKENIZER_FILE,
-    NotAnIndexError,
-    leaf_dir_name,
-)
+from cis_stream.format.layout import CLUSTERS_DIR, LEAF_INDEXES, NotAnIndexError, leaf_dir_name
 from cis_stream.format.leaves import leaf_shard_readers, read_leaf_indexes
-from cis_stream.format.reader import CISIndex
+from cis_stream.format.store import open_index
 from cis_stream.format.validate import check_leaf_shards
 from cis_stream.format.verify import check_decompressed, record
 from cis_stream.prefetch import DOWNLOAD_THREADS, prefetch_first_shards
@@ -41,35 +32,6 @@ from cis_stream.schedule import plan_mixture
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = 'cis_fingerprint'
-DOWNLOAD_TIMEOUT = 60.0
-
-
-def _fetch(remote: str, local: str) -> None:
-    downloader = CloudDownloader.get(remote)
-    try:
-        downloader.download(remote, local, DOWNLOAD_TIMEOUT)
-    finally:
-        downloader.clean_up()
-
-
-def open_index(index: str, local: str | None) -> CISIndex:
-    """Open `index` in place, or, with a `local` cache, fetch what start-up needs there.
-
-    With `local`, `index` is a Streaming remote (s3://, gs://, ..., or a directory to copy from).
-    Three small downloads (the manifest, the bundle of every leaf's index.json, the tokenizer)
-    replace the one round trip per leaf that Streaming would make, one after another; the leaves'
-    streams read their index.json from the bundle (`read_leaf_indexes`).
-    """
-    if local is None:
-        if '://' in index:
-            raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
-        return CISIndex.open(index)
-    names = (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE)  # the tokenizer: train.py builds the model's
-    with ThreadPoolExecutor(len(names)) as pool:  # at once: each makes its own client and round trips
-        list(pool.map(lambda name: _fetch(f'{index}/{name}', os.path.join(local, name)), names))
-    return CISIndex.open(local)
-
-
 class DamagedLeafError(NotAnIndexError):
     """A leaf's index.json or shard is missing, corrupt, unsafe or cannot be fetched."""
 

@@ -1,5 +1,6 @@
-"""An index in an object store: published there (`cis-stream index ... --out s3://bucket/idx`), and
-fetched from there whole for `cis-stream add --index s3://...`.
+"""An index in an object store: published there (`cis-stream index ... --out s3://bucket/idx`),
+fetched from there whole for `cis-stream add --index s3://...`, and opened from there for training
+(`open_index`: the three files start-up needs).
 
 The index is built locally (in `--staging`), then uploaded with parallel transfers, the manifest
 last: a reader that opens the index (it starts from the manifest) never sees a partial one. An
@@ -21,9 +22,11 @@ import os
 import re
 import tempfile
 
+from streaming.base.storage import CloudDownloader
 from tqdm.auto import tqdm
 
-from cis_stream.format.layout import MANIFEST
+from cis_stream.format.layout import LEAF_INDEXES, MANIFEST, TOKENIZER_FILE
+from cis_stream.format.reader import CISIndex
 from cis_stream.text.remote import s3_client
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,33 @@ log = logging.getLogger(__name__)
 UPLOAD_THREADS = 8
 # Every file in one PUT (an index file is at most a shard, 64 MB by default), so its ETag is its MD5.
 SINGLE_PUT_LIMIT = 5 * 1024 ** 3
+DOWNLOAD_TIMEOUT = 60.0  # seconds per start-up file (Streaming's downloader)
+
+
+def _fetch(remote: str, local: str) -> None:
+    downloader = CloudDownloader.get(remote)
+    try:
+        downloader.download(remote, local, DOWNLOAD_TIMEOUT)
+    finally:
+        downloader.clean_up()
+
+
+def open_index(index: str, local: str | None) -> CISIndex:
+    """Open `index` in place, or, with a `local` cache, fetch what start-up needs there.
+
+    With `local`, `index` is a Streaming remote (s3://, gs://, ..., or a directory to copy from).
+    Three small downloads (the manifest, the bundle of every leaf's index.json, the tokenizer)
+    replace the one round trip per leaf that Streaming would make, one after another; the leaves'
+    streams read their index.json from the bundle (`read_leaf_indexes`).
+    """
+    if local is None:
+        if '://' in index:
+            raise ValueError(f'index {index} is remote: pass local= (a cache directory) as well')
+        return CISIndex.open(index)
+    names = (MANIFEST, LEAF_INDEXES, TOKENIZER_FILE)  # the tokenizer: train.py builds the model's
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:  # at once: each has its own client
+        list(pool.map(lambda name: _fetch(f'{index}/{name}', os.path.join(local, name)), names))
+    return CISIndex.open(local)
 
 
 def split_url(url: str) -> tuple[str, str]:

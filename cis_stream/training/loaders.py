@@ -17,7 +17,8 @@ from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
-from cis_stream.dataset import ClusteredImportanceDataset, open_index, sequences_per_sample
+from cis_stream.dataset import ClusteredImportanceDataset, sequences_per_sample
+from cis_stream.format.store import open_index
 from cis_stream.text.readers import Document, expand_inputs, read_documents
 from cis_stream.training.config import check_keys
 

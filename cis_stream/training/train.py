@@ -181,7 +181,7 @@ def train(cfg: dict) -> dict:
     from composer import Evaluator, Trainer
     from composer.utils import dist, format_name_with_dist, get_device, reproducibility
 
-    from cis_stream.dataset import open_index
+    from cis_stream.format.store import open_index
     from cis_stream.training.adaptive import AdaptiveMixture
     from cis_stream.training.loaders import build_cis_dataloader, build_text_files_dataloader
     from cis_stream.training.tokenizer import hf_tokenizer
