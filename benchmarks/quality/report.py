@@ -48,6 +48,7 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
             best = min(validation, key=validation.get) if validation else '–'
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
     out += curve_tables(rows)
+    out += schedule_table(rows)
     other = [r for r in rows if r['table'] not in ('main', 'curve')]
     if other:
         out.append('\n| table | method | domain | seed | ' + ' | '.join(domains) + ' | generalist | extra |')
@@ -129,6 +130,33 @@ def curve_tables(rows: list[dict]) -> list[str]:
         seconds = [f"{m} {runs[m]['seconds'] / 60:.0f} min" for m in methods if runs[m].get('seconds')]
         if seconds:
             out.append(f"Wall time per run ({anchor['steps']} batches): " + ', '.join(seconds) + '.')
+    return out
+
+
+SCHEDULED = ('cis-adaptive', 'uniform-then-cis')
+
+
+def schedule_table(rows: list[dict]) -> list[str]:
+    """Issue 17: static CIS against the scheduled mixtures at the scheduled runs' budget, per domain
+    and seed (the static point comes from a CIS curve of that seed, at least as long)."""
+    scheduled = [r for r in rows if r['table'] == 'curve' and r['method'] in SCHEDULED and r.get('curve')]
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in scheduled:
+        cells.setdefault((r['domain'], r['seed'], r['curve'][-1]['tokens']), {})[r['method']] = r
+    if not cells:
+        return []
+    out = ['\n**Mixture schedules against static CIS** (issue 17): specialist test perplexity (generalist in '
+           'brackets) at the scheduled runs\' budget; the small specialist set; lower is better.\n',
+           '| domain | seed | tokens | static cis | ' + ' | '.join(SCHEDULED) + ' |',
+           '|---' * (4 + len(SCHEDULED)) + '|']
+    for (domain, seed, tokens), runs in sorted(cells.items()):
+        static = next((r for r in rows if r['table'] == 'curve' and r['method'] == 'cis' and r['domain'] == domain
+                       and r['seed'] == seed and r.get('size') == 'small' and r.get('model') == 'small'
+                       and r.get('curve') and at_tokens(r, tokens, domain) is not None), None)
+        values = [static] + [runs.get(m) for m in SCHEDULED]
+        text = [f'{at_tokens(r, tokens, domain):.1f} ({at_tokens(r, tokens, "generalist"):.0f})' if r else '–'
+                for r in values]
+        out.append(f'| {domain} | {seed} | {tokens:,} | ' + ' | '.join(text) + ' |')
     return out
 
 
