@@ -27,7 +27,8 @@ import xxhash
 from streaming.base.format import reader_from_json
 
 from cis_stream.format.files import replacing
-from cis_stream.format.layout import TREE_FILE
+from cis_stream.format.layout import LEAF_INDEXES, TREE_FILE, leaf_dir_name
+from cis_stream.format.leaves import leaf_shard_readers, read_leaf_indexes
 from cis_stream.format.reader import CISIndex
 from cis_stream.format.validate import check_leaf_shards
 
@@ -136,15 +137,23 @@ class Report:
         return '\n'.join(lines)
 
 
-def _leaf_shards(leaf_dir: str, token_column: str, samples: int) -> list:
-    """The leaf's shards as Streaming parses its index.json, checked as the dataset checks them."""
+def _leaf_shards(leaf_dir: str, token_column: str, samples: int, index_text: str | None) -> list:
+    """The leaf's shards as Streaming parses its index.json (or, in a cache, the bundle's entry
+    `index_text`, as the dataset reads it there), checked as the dataset checks them."""
     where = os.path.join(leaf_dir, 'index.json')
-    with open(where, encoding='utf-8') as handle:
-        obj = json.load(handle)
-    try:
-        shards = [reader_from_json(leaf_dir, None, info) for info in obj['shards']]
-    except (KeyError, TypeError, AssertionError) as err:
-        raise ValueError(f'{where}: not a Streaming index ({type(err).__name__}: {err})') from err
+    if index_text is not None:
+        where = f'{LEAF_INDEXES}, entry {os.path.basename(leaf_dir)}'
+        try:
+            shards = leaf_shard_readers(leaf_dir, index_text, False)
+        except Exception as err:  # noqa: BLE001 - anything wrong in the entry is this leaf's problem
+            raise ValueError(f'{where}: not a Streaming index ({type(err).__name__}: {err})') from err
+    else:
+        with open(where, encoding='utf-8') as handle:
+            obj = json.load(handle)
+        try:
+            shards = [reader_from_json(leaf_dir, None, info) for info in obj['shards']]
+        except (KeyError, TypeError, AssertionError) as err:
+            raise ValueError(f'{where}: not a Streaming index ({type(err).__name__}: {err})') from err
     check_leaf_shards(shards, where, token_column, samples)
     return shards
 
@@ -182,11 +191,13 @@ def verify_index(root: str) -> Report:
     index = CISIndex.open(root)
     report = Report(root, cache=not os.path.exists(os.path.join(root, TREE_FILE)))
     token_column = index.manifest['options']['token_column']
+    # A cache holds the leaves' index.json files only in the bundle (dataset.py reads them there).
+    bundle = read_leaf_indexes(root, index.manifest) if report.cache else {}
     for leaf, samples in enumerate(index.leaf_samples):
         leaf_dir = index.leaf_path(leaf)
         report.leaves += 1
         try:
-            shards = _leaf_shards(leaf_dir, token_column, int(samples))
+            shards = _leaf_shards(leaf_dir, token_column, int(samples), bundle.get(leaf_dir_name(leaf)))
         except (OSError, ValueError) as err:
             report.problems.append((os.path.join(leaf_dir, 'index.json'), str(err)))
             continue
