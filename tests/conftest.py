@@ -21,6 +21,15 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 # call then takes seconds instead of milliseconds. Passive waiting changes no result, only speed.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+# The recorded index fingerprints (e2e/test_fingerprints.py) come from faiss's AVX2 and OpenBLAS's
+# Haswell kernels. Pin those where the CPU has them (read when faiss and numpy load), so that on a
+# newer CPU the fingerprint tests check the code instead of skipping for want of a record.
+with open('/proc/cpuinfo') if os.path.exists('/proc/cpuinfo') else open(os.devnull) as _cpuinfo:
+    _HAS_AVX2 = any(line.startswith('flags') and ' avx2' in line for line in _cpuinfo)
+if _HAS_AVX2:
+    os.environ.setdefault('FAISS_SIMD_LEVEL', 'AVX2')
+    os.environ.setdefault('OPENBLAS_CORETYPE', 'Haswell')
+
 import numpy as np
 import pytest
 

@@ -12,7 +12,8 @@ recorded per CPU path (`numerics()`), under the library versions in RECORDED_WIT
 with no record, a fingerprint equal to any recorded one passes; otherwise the test is skipped
 with the reason, as it is where the libraries differ, because a library or a CPU and the code
 cannot then be told apart. To record anew: build these indexes with the code of the commit to
-compare against, in this environment.
+compare against, in this environment. conftest.py pins faiss's AVX2 and OpenBLAS's Haswell kernels
+where the CPU has AVX2, the record's own path, so that newer CPUs more often match it than skip.
 """
 
 from __future__ import annotations
