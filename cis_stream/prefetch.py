@@ -18,7 +18,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_THREADS = 16
+# 4, not more: each thread runs boto3's Python (signing, parsing), and more threads starve the main
+# thread of the GIL while it reads the first batch. 16,384 remote leaves on a loopback S3 server:
+# 15 s to the first batch with 4 threads, 23-28 s with 16 (benchmarks/results/RESULTS.md).
+DOWNLOAD_THREADS = 4
 
 
 def prefetch_first_shards(dataset, sample_ids: np.ndarray, threads: int) -> None:
