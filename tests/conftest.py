@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 # Nothing may come from a model hub at run time: set before anything imports huggingface_hub.
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -22,11 +23,9 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 # The recorded index fingerprints (e2e/test_fingerprints.py) come from faiss's AVX2 and OpenBLAS's
-# Haswell kernels. Pin those where the CPU has them (read when faiss and numpy load), so that on a
-# newer CPU the fingerprint tests check the code instead of skipping for want of a record.
-with open('/proc/cpuinfo') if os.path.exists('/proc/cpuinfo') else open(os.devnull) as _cpuinfo:
-    _HAS_AVX2 = any(line.startswith('flags') and ' avx2' in line for line in _cpuinfo)
-if _HAS_AVX2:
+# Haswell kernels. Pin those where the CPU has them (read when faiss and numpy load), so that on other
+# CPUs the indexes more often match the record than skip for want of one.
+if os.path.exists('/proc/cpuinfo') and ' avx2' in Path('/proc/cpuinfo').read_text():
     os.environ.setdefault('FAISS_SIMD_LEVEL', 'AVX2')
     os.environ.setdefault('OPENBLAS_CORETYPE', 'Haswell')
 

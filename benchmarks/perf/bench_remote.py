@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python -m benchmarks.perf.bench_remote [--leaves 1024 16384] [--baseline-max 1024] \
-        [--threads 16] [--predownload default] [--profile]
+        [--threads 4] [--predownload default] [--profile]
 
 Time from constructing the dataset to its first batch, with empty local caches:
   * baseline: Streaming's own start-up, `StreamingDataset(streams=[Stream(remote=s3://.../leaf,
@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks import OUT
 from benchmarks.perf.common import bench_index, timed
+from cis_stream.prefetch import DOWNLOAD_THREADS
 
 BUCKET = 'cis-bench'
 RAW_SHARD = re.compile(r'shard\.\d+\.mds$')  # decompressed copies made by local reads: not uploaded
@@ -91,8 +92,9 @@ def main() -> int:
     parser.add_argument('--leaves', type=int, nargs='+', default=[1024, 16384])
     parser.add_argument('--baseline-max', type=int, default=1024,
                         help='leaves fetched by the serial baseline; beyond, its time is scaled linearly')
-    parser.add_argument('--threads', type=int, nargs='+', default=[16],
-                        help='download_threads values of cis_stream to compare (0: Streaming\'s serial fetch)')
+    parser.add_argument('--threads', type=int, nargs='+', default=[DOWNLOAD_THREADS],
+                        help='download_threads values of cis_stream to compare (0: Streaming\'s serial fetch; '
+                             'default: the dataset\'s, %(default)s)')
     parser.add_argument('--predownload', type=lambda v: None if v == 'default' else int(v), nargs='+',
                         default=[None], help='predownload values (samples; default: Streaming\'s 8 x batch)')
     parser.add_argument('--profile', action='store_true',
