@@ -49,6 +49,7 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
             out.append(f'| {d} | ' + ' | '.join(cells) + f' | {best} |')
     out += curve_tables(rows)
     out += schedule_table(rows)
+    out += seed_table(rows)
     other = [r for r in rows if r['table'] not in ('main', 'curve')]
     if other:
         out.append('\n| table | method | domain | seed | ' + ' | '.join(domains) + ' | generalist | extra |')
@@ -130,6 +131,37 @@ def curve_tables(rows: list[dict]) -> list[str]:
         seconds = [f"{m} {runs[m]['seconds'] / 60:.0f} min" for m in methods if runs[m].get('seconds')]
         if seconds:
             out.append(f"Wall time per run ({anchor['steps']} batches): " + ', '.join(seconds) + '.')
+    return out
+
+
+def seed_table(rows: list[dict]) -> list[str]:
+    """Methods run with more than one seed, side by side at the largest budget point where at least two
+    methods of the same (model, domain, set) have two seeds: is their order the same for each seed?"""
+    values: dict[tuple, dict[str, dict[int, tuple[float, float]]]] = {}
+    for (model, domain, size, seed), runs in curve_sets(rows).items():
+        for method, run in runs.items():
+            for p in run['curve']:
+                if domain in p['perplexity']:
+                    cell = (p['perplexity'][domain], p['perplexity']['generalist'])
+                    values.setdefault((model, domain, size, p['tokens']), {}).setdefault(method, {})[seed] = cell
+    largest: dict[tuple, int] = {}
+    for (model, domain, size, tokens), methods in values.items():
+        if sum(len(seeds) > 1 for seeds in methods.values()) > 1:
+            largest[(model, domain, size)] = max(tokens, largest.get((model, domain, size), 0))
+    if not largest:
+        return []
+    out = ['\n**Seeds side by side** (curve runs with two or more seeds): specialist test perplexity (generalist '
+           'in brackets) of each seed and their mean, at the largest budget point two methods share.\n',
+           '| model | domain | set | tokens | method | per seed | mean | spread |', '|---' * 8 + '|']
+    for (model, domain, size), tokens in sorted(largest.items()):
+        methods = values[(model, domain, size, tokens)]
+        for method in (m for m in CURVE_METHODS if len(methods.get(m, {})) > 1):
+            seeds = methods[method]
+            mean = float(np.mean([v[0] for v in seeds.values()]))
+            spread = (max(v[0] for v in seeds.values()) - min(v[0] for v in seeds.values())) / mean
+            per_seed = ', '.join(f's{seed} {v[0]:.1f} ({v[1]:.0f})' for seed, v in sorted(seeds.items()))
+            out.append(f'| {model} | {domain} | {size} | {tokens:,} | {method} | {per_seed} | {mean:.1f} | '
+                       f'{100 * spread:.0f}% |')
     return out
 
 
