@@ -198,6 +198,7 @@ def curve_plots(rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     by_domain: dict[tuple, list] = {}
     for (model, domain, size, seed), runs in curve_sets(rows).items():
         by_domain.setdefault((model, domain), []).append((size, seed, runs))
@@ -213,6 +214,7 @@ def curve_plots(rows: list[dict]) -> None:
                         label='specialist alone starts to overfit')
             ax.set_xscale('log')
             ax.set_yscale('log')
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short curves
             ax.set_xlabel('training tokens')
             ax.set_ylabel(f'{domain} test perplexity')
             ax.set_title(f'{domain}, {size} set (seed {seed}, {model} model)')
