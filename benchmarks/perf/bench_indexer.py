@@ -3,6 +3,7 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python -m benchmarks.perf.bench_indexer [--repeats 3] [--minilm-docs 800]
         [--source benchmarks/corpus/cache/corpus/subsets/pool_100mb.jsonl.zst --files 16 --minilm-docs 0]
+        [--minilm-only]
 
 * lsi end to end (default options: 1024-token windows, 16 -> 256 clusters) on all 26,227 real
   Wikipedia summaries (11 MB, in 8 files), or on `--source` cut into `--files` files, on 1
@@ -78,8 +79,18 @@ def main() -> int:
     parser.add_argument('--minilm-docs', type=int, default=800, help='0 skips the minilm comparison')
     parser.add_argument('--source', help='a corpus file to index instead of the Wikipedia summaries')
     parser.add_argument('--files', type=int, default=8, help='files the corpus is cut into')
+    parser.add_argument('--minilm-only', action='store_true', help='only the minilm comparisons (no lsi, DSIR)')
     args = parser.parse_args()
     os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
+    if not args.minilm_only:
+        lsi_against_dsir(args)
+    if args.minilm_docs:
+        minilm(args.minilm_docs, args.repeats)
+    return 0
+
+
+def lsi_against_dsir(args: argparse.Namespace) -> None:
+    """lsi end to end on 1 and 2 processes against DSIR, its stages, and its n-gram hashing."""
     split = split_corpus(args.source or wiki_corpus(), args.files)
     files = sorted(os.path.join(split, name) for name in os.listdir(split))
     megabytes = sum(os.path.getsize(path) for path in files) / 1e6
@@ -110,9 +121,6 @@ def main() -> int:
 
     print(json.dumps({'dsir_s': dsir, 'lsi_s': lsi, 'lsi_2_processes_s': lsi_two}))
     hashing(files, args.repeats)
-    if args.minilm_docs:
-        minilm(args.minilm_docs, args.repeats)
-    return 0
 
 
 def hashing(files: list[str], repeats: int, megabytes: float = 6.0) -> None:

@@ -208,7 +208,7 @@ def curve_plots(rows: list[dict]) -> None:
             for method in (m for m in CURVE_METHODS if m in runs):
                 curve = runs[method]['curve']
                 ax.plot([p['tokens'] for p in curve], [p['perplexity'][domain] for p in curve], marker='o',
-                        markersize=3, label=method)
+                        markersize=3, label=method, color=f'C{CURVE_METHODS.index(method)}')  # same in every panel
             if 'specialist' in runs and (turn := overfit_point(runs['specialist'], domain)):
                 ax.plot([turn['tokens']], [turn['perplexity'][domain]], marker='x', color='black', markersize=10,
                         label='specialist alone starts to overfit')
