@@ -157,8 +157,9 @@ def seed_table(rows: list[dict]) -> list[str]:
         methods = values[(model, domain, size, tokens)]
         for method in (m for m in CURVE_METHODS if len(methods.get(m, {})) > 1):
             seeds = methods[method]
-            mean = float(np.mean([v[0] for v in seeds.values()]))
-            spread = (max(v[0] for v in seeds.values()) - min(v[0] for v in seeds.values())) / mean
+            specialist = [v[0] for v in seeds.values()]
+            mean = float(np.mean(specialist))
+            spread = (max(specialist) - min(specialist)) / mean
             per_seed = ', '.join(f's{seed} {v[0]:.1f} ({v[1]:.0f})' for seed, v in sorted(seeds.items()))
             out.append(f'| {model} | {domain} | {size} | {tokens:,} | {method} | {per_seed} | {mean:.1f} | '
                        f'{100 * spread:.0f}% |')
