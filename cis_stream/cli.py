@@ -51,6 +51,10 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
                              'package.module:Class (your own)')
     parser.add_argument('--minilm-backend', choices=('torch', 'onnx', 'onnx-int8'), default='torch',
                         help="with --embedder minilm on CPUs: ONNX Runtime in fp32 or int8 (pip install -e '.[onnx]')")
+    parser.add_argument('--lsi-features', choices=('tokens', 'words'), default='tokens',
+                        help='with --embedder lsi: count token ids and id pairs (fast: no second pass over the '
+                             "text), or words and word pairs as scikit-learn's HashingVectorizer does (what lsi "
+                             'counted before token ids)')
     parser.add_argument('--levels', type=_int_list, default=default.levels,
                         help='clusters per level, each a multiple of the one above '
                              f"(default {','.join(map(str, default.levels))})")
@@ -88,19 +92,24 @@ def run_index(args: argparse.Namespace) -> int:
     # Options and input paths are checked before the indexer's imports, which take seconds.
     from cis_stream.index.options import IndexOptions
     from cis_stream.text.readers import find_inputs
-    backend = {'backend': args.minilm_backend} if args.minilm_backend != 'torch' else {}
-    if backend and args.embedder != 'minilm':
+    config = {'backend': args.minilm_backend} if args.minilm_backend != 'torch' else {}
+    if config and args.embedder != 'minilm':
         raise SystemExit(f'--minilm-backend {args.minilm_backend}: only for --embedder minilm')
-    options = IndexOptions(embedder=args.embedder, embedder_config=backend, levels=args.levels, window=args.window,
+    if args.lsi_features != 'tokens':
+        if args.embedder != 'lsi':
+            raise SystemExit(f'--lsi-features {args.lsi_features}: only for --embedder lsi')
+        config = {'features': args.lsi_features}
+    options = IndexOptions(embedder=args.embedder, embedder_config=config, levels=args.levels, window=args.window,
                            seq_len=args.seq_len, tokenizer=args.tokenizer, eos_token=args.eos_token,
                            text_field=args.text_field, seed=args.seed, exclude=args.exclude,
                            max_doc_bytes=args.max_doc_bytes, exclude_ngram=args.exclude_ngram)
     options.validate()
     find_inputs(args.inputs, args.strict)
     from cis_stream.index.job import build_index
-    from cis_stream.report.summary import index_summary
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes, staging=args.staging)
+    # Imported after the build: it imports Streaming, which the build imports meanwhile (index/job.py).
+    from cis_stream.report.summary import index_summary
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
         print(index_summary(index.manifest))
         print(f'published {args.out} (built in {index.root})' if '://' in args.out else f'published {index.root}')

@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.quality [--steps 300] [--seeds 17] [--only main,multitask,...]
 
 Out-of-pool setting: the generalist pool is the corpus's common pool (no text of any specialist
-source), one index for every domain: lsi, 256-token windows, 128-token samples, 16 -> 128 -> 1024
+source), one index for every domain: lsi (on words), 256-token windows, 128-token samples, 16 -> 128 -> 1024
 clusters, the pool's own 8k BPE tokenizer. Each domain's train split is the specialist sample;
 its test split and a held-out slice of the pool (1 document in 400, kept out of the index) give
 the specialist and generalist perplexities. Every run trains the same model (GPT-2 shape,
@@ -22,7 +22,9 @@ d_model 128, 2 layers) for the same steps, batch and seed with `train.py` (Compo
 plus a two-domain mixture, continued pretraining (a uniform checkpoint continued on CIS vs on
 uniform), and ablations (tree level x specialist-set size, smoothing, max-repeat, and the embedder:
 minilm against lsi on a ~10 MB subset of the pool, `--only embedders`), and the in-pool setting
-(`--only in_pool`: the pool plus every domain's `rest` documents, uniform against CIS). Selected
+(`--only in_pool`: the pool plus every domain's `rest` documents, uniform against CIS), and lsi on token
+ids against lsi on words (`--only lsi_tokens`: the pool indexed again with token features; uniform and
+cis from the train splits at the short curve budget, against the words index's curves). Selected
 documents are trained on through a one-cluster index, so every method uses the same loader.
 Everything is cached under benchmarks/out/quality: rerunning resumes where it stopped.
 """
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument('--curve-steps', type=int, default=1200,
                         help='batches of the long budget curves (the other domains get half; default: %(default)s)')
     parser.add_argument('--only', default='main,multitask,continued,ablations,embedders,in_pool,curves,curves_big,'
-                                          'schedules',
+                                          'schedules,lsi_tokens',
                         help='parts to run (cached runs are reused); `report` alone prints the tables')
     parser.add_argument('--domains', default=None, help='comma-separated specialist domains (default: all)')
     parser.add_argument('--methods', type=lambda s: s.split(','), default=None,
@@ -67,6 +69,7 @@ def main() -> None:
     parts = {'main': bench.main_table, 'multitask': bench.multitask, 'continued': bench.continued,
              'ablations': bench.ablations, 'embedders': bench.embedders, 'in_pool': bench.in_pool,
              'curves': Curves(bench).run, 'curves_big': Curves(bench).run_big,
+             'lsi_tokens': Curves(bench).run_lsi_tokens,
              'schedules': Curves(bench).run_schedules,
              'report': lambda: None}
     for part in args.only.split(','):

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from benchmarks.quality.data import texts_of, write_jsonl
+from cis_stream.embedders import reads_tokens
 from cis_stream.format.reader import CISIndex
 from cis_stream.text.readers import read_documents
 
@@ -100,7 +101,9 @@ def classifier_selection(work: str, index: CISIndex, target: list[str], texts, c
     from sklearn.linear_model import LogisticRegression
 
     def embed(docs: list[str]) -> np.ndarray:
-        return np.concatenate([index.embedder.embed([d[:1000] for d in docs[i:i + 4096]])
+        def inputs(batch):  # an lsi on token ids takes the ids of the 1,000 characters
+            return [ids for ids, _ in index.tokenizer.encode(batch)] if reads_tokens(index.embedder) else batch
+        return np.concatenate([index.embedder.embed(inputs([d[:1000] for d in docs[i:i + 4096]]))
                                for i in range(0, len(docs), 4096)])
     cache = os.path.join(work, 'pool_embeddings.npy')
     if not os.path.exists(cache):

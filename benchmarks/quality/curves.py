@@ -37,7 +37,7 @@ import fcntl
 import os
 
 from benchmarks.quality.baselines import chunk_pool, dsir_log_weights, dsir_selection
-from benchmarks.quality.data import BATCH, SEQ_LEN, one_cluster_index, pool_documents, texts_of, write_jsonl
+from benchmarks.quality.data import BATCH, SEQ_LEN, one_cluster_index, pool_documents, pool_index, texts_of, write_jsonl
 from cis_stream.format.reader import CISIndex
 
 # Evaluations, as fractions of the run's batches: 25, 50, 100, 200, 400, 600, ... 1,200 for 1,200 batches.
@@ -201,6 +201,25 @@ class Curves:
         return next((r for r in self.bench.rows.values() if r['table'] == 'curve' and r['method'] == 'cis'
                      and r['domain'] == domain and r.get('size') == 'small' and r.get('model') == 'small'
                      and r['seed'] == seed and r['steps'] >= steps), None)
+
+    def run_lsi_tokens(self) -> None:
+        """lsi on token ids against lsi on words (issue 18): the pool indexed again with token features,
+        then uniform and cis (from the train splits) on it at the short budget, as the `curve` rows of
+        the words index ran (same schedule, seed, evaluations), in the table `lsi tokens`."""
+        bench, seed, steps = self.bench, self.bench.args.seeds[0], self.long_steps // 2
+        index = pool_index(os.path.join(self.work, 'index-lsi-tokens'), bench.pool, bench.tokenizer,
+                           bench.args.processes, bench.levels, lsi_features='tokens')
+        evals = {d: bench.corpus.split(d, 'test')[0] for d in bench.corpus.manifest['domains']}
+        evals['generalist'] = bench.evals['generalist']
+        if bench.wanted('uniform'):
+            bench.run('lsi tokens', 'uniform', 'all', index.root, None, seed, steps, evals, schedule(steps),
+                      f'-{steps}ba', size='-', model='small', lsi_index=index.fingerprint[:16])
+        for domain in self.domains:
+            if bench.wanted('cis'):
+                weights = bench.weights(index, f'lsi-tokens-{domain}-split', self.specialist_set(domain, 'split'))
+                bench.run('lsi tokens', 'cis', domain, index.root, weights, seed, steps,
+                          {domain: bench.evals[domain], 'generalist': bench.evals['generalist']}, schedule(steps),
+                          f'-split-{steps}ba', size='split', model='small', lsi_index=index.fingerprint[:16])
 
     def run_big(self) -> None:
         seed, steps = self.bench.args.seeds[0], self.long_steps // 2

@@ -97,15 +97,17 @@ def tokenizer_path(work: str, pool: list[str]) -> str:
 
 
 def pool_index(path: str, pool: list[str], tokenizer: str, processes: int, levels: list[int],
-               embedder: str = 'lsi') -> CISIndex:
-    """An index of `pool` at `path` (built once): 256-token windows, 128-token samples."""
+               embedder: str = 'lsi', lsi_features: str = 'words') -> CISIndex:
+    """An index of `pool` at `path` (built once): 256-token windows, 128-token samples. lsi counts words
+    unless told otherwise: every recorded run before token features was made with them."""
     if not os.path.exists(path):
         log(f'indexing {path} with {embedder} on {processes} process(es)')
         launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes)]
                     if processes > 1 else [sys.executable])
         subprocess.run(launcher + ['-m', 'cis_stream.index', *pool, '--out', path, '--embedder', embedder,
                                    '--levels', ','.join(map(str, levels)), '--window', str(WINDOW),
-                                   '--seq-len', str(SEQ_LEN), '--tokenizer', tokenizer], check=True)
+                                   '--seq-len', str(SEQ_LEN), '--tokenizer', tokenizer,
+                                   *(['--lsi-features', lsi_features] if embedder == 'lsi' else [])], check=True)
     return CISIndex.open(path)
 
 

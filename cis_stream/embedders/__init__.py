@@ -1,6 +1,7 @@
 """Text embedders behind one small interface, rebuilt exactly from what an index stores.
 
-An embedder turns window texts into L2-normalised float32 vectors. It may need fitting on a sample
+An embedder turns windows (their texts, or with `reads_tokens` their token ids) into L2-normalised
+float32 vectors. It may need fitting on a sample
 first (`lsi`); its config and fitted state are stored in the index so the specialist sample is
 embedded by the very same function at weights time.
 
@@ -36,6 +37,12 @@ def embedder_class(name: str) -> type:
     if not (isinstance(cls, type) and all(callable(getattr(cls, m, None)) for m in EMBEDDER_METHODS)):
         raise ValueError(f'embedder {name!r} is not an embedder class (one with {", ".join(EMBEDDER_METHODS)})')
     return cls
+
+
+def reads_tokens(embedder) -> bool:
+    """Whether `embedder` takes windows as token ids (Embedder.reads_tokens); a plug-in class that does
+    not say takes texts."""
+    return bool(getattr(embedder, 'reads_tokens', False))
 
 
 def make_embedder(name: str, **config) -> Embedder:

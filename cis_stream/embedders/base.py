@@ -15,11 +15,14 @@ class Embedder:
     """The interface; `needs_fit` embedders get `fit` called once on a seeded sample of windows."""
     name = ''
     needs_fit = False
+    # False: `fit` and `embed` get each window's text. True: its token ids (an int array each), which
+    # the index holds already, so the text need not be read and parsed again.
+    reads_tokens = False
 
-    def fit(self, texts: list[str], seed: int) -> None:
-        """Fit on a sample of window texts (no-op by default)."""
+    def fit(self, windows: list, seed: int) -> None:
+        """Fit on a sample of windows (no-op by default)."""
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, windows: list) -> np.ndarray:
         raise NotImplementedError
 
     @property

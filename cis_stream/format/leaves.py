@@ -9,9 +9,6 @@ import shutil
 
 import numpy as np
 import zstandard
-from streaming import MDSWriter
-from streaming.base.format.base.reader import FileInfo
-from streaming.base.format.mds.reader import MDSReader
 
 from cis_stream.format.files import canonical_json, replacing, sha256_file
 from cis_stream.format.layout import LEAF_INDEX, LEAF_INDEXES, NotAnIndexError, leaf_dir_name, leaf_index_name
@@ -52,6 +49,9 @@ def leaf_chunks(sources, eos_id: int):
 
 def write_leaf(out: str, sources, seq_len: int, tokenizer: TokenizerHandle) -> dict:
     """One MDS stream (`tokens` column, zstd, xxh64) holding a leaf's windows."""
+    # Imported here, not above: Streaming's package import takes seconds (it loads torch, torchvision and
+    # transformers), and the indexer runs it on a thread while it reads (index/job.py).
+    from streaming import MDSWriter
     columns = {'tokens': tokenizer.token_dtype}
     dtype = np.dtype(columns['tokens'].split(':')[1])
     shutil.rmtree(out, ignore_errors=True)
@@ -91,6 +91,8 @@ def leaf_shard_readers(local: str, index_text: str, allow_unsafe_types: bool) ->
     from the file, without the file (nothing to write or read per leaf) and without the deepcopy
     of each shard's entry in Streaming's `MDSReader.from_json`: together about 5 s of a
     16,384-leaf start-up (benchmarks/results/RESULTS.md, "Remote start-up")."""
+    from streaming.base.format.base.reader import FileInfo
+    from streaming.base.format.mds.reader import MDSReader
     obj = json.loads(index_text)
     if not isinstance(obj, dict) or obj.get('version') != 2 or not isinstance(obj.get('shards'), list):
         raise ValueError('not a Streaming index.json of version 2')

@@ -9,7 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
-from cis_stream.embedders import EMBED_BATCH, load_embedder
+from cis_stream.embedders import EMBED_BATCH, load_embedder, reads_tokens
 from cis_stream.embedders.base import Embedder
 from cis_stream.format.layout import (
     CLUSTERS_DIR,
@@ -127,7 +127,7 @@ class CISIndex:
     def place_windows(self, texts: list[str]) -> tuple[Windows, np.ndarray]:
         """The texts' token windows, and the node of each at every level [windows, levels]."""
         windows = make_windows(self.tokenizer, texts, self.manifest['options']['window'])
-        vectors = [self.embedder.embed(windows.texts[i:i + EMBED_BATCH])
-                   for i in range(0, len(windows.texts), EMBED_BATCH)]
+        inputs = windows.token_windows() if reads_tokens(self.embedder) else windows.texts
+        vectors = [self.embedder.embed(inputs[i:i + EMBED_BATCH]) for i in range(0, len(inputs), EMBED_BATCH)]
         dim = self.centroids[0].shape[1]
         return windows, self.tree.assign(np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))

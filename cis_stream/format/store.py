@@ -22,7 +22,6 @@ import os
 import re
 import tempfile
 
-from streaming.base.storage import CloudDownloader
 from tqdm.auto import tqdm
 
 from cis_stream.format.layout import LEAF_INDEXES, MANIFEST, TOKENIZER_FILE
@@ -38,6 +37,7 @@ DOWNLOAD_TIMEOUT = 60.0  # seconds per start-up file (Streaming's downloader)
 
 
 def _fetch(remote: str, local: str) -> None:
+    from streaming.base.storage import CloudDownloader  # here: Streaming's import takes seconds (leaves.py)
     downloader = CloudDownloader.get(remote)
     try:
         downloader.download(remote, local, DOWNLOAD_TIMEOUT)

@@ -65,11 +65,11 @@ def fit_embedder(work: PartWork, window_counts: np.ndarray, options: IndexOption
     if work.group.leader and not os.path.exists(path):
         fitted = make_embedder(options.embedder, **options.embedder_config)
         if needs_fit:
-            texts = [text for part, rows in global_rows(window_counts, sample)
-                     for text in WindowSpool.open(work.part_dir(part)).texts(rows)]
+            windows = [window for part, rows in global_rows(window_counts, sample)
+                       for window in WindowSpool.open(work.part_dir(part)).windows_for(fitted, rows)]
             # One step, but its line shows what the build is doing meanwhile, and then how long it took.
-            with work.bar(1, 'fit', f'fit embedder on {len(texts):,} windows') as bar, one_thread():
-                fitted.fit(texts, options.seed)
+            with work.bar(1, 'fit', f'fit embedder on {len(windows):,} windows') as bar, one_thread():
+                fitted.fit(windows, options.seed)
                 bar.update(1)
         with replacing(path) as tmp:
             os.makedirs(tmp)

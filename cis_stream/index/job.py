@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -175,6 +177,16 @@ def _check_replaceable(out: str, overwrite: bool) -> None:
                               f'away yourself') from None
 
 
+def _import_later_stages() -> None:
+    """Import what the stages after reading use (Streaming's MDS writer, scikit-learn's SVD), on a thread
+    that overlaps reading: Streaming's package import alone takes seconds (it loads torch, torchvision and
+    transformers), while reading spends its time in tiktoken, which releases the GIL. Joined when
+    reading ends; an import that fails here fails again, with its message, where it is used."""
+    with contextlib.suppress(ImportError):
+        for name in ('streaming', 'sklearn.decomposition'):
+            importlib.import_module(name)
+
+
 class IndexJob(PartWork):
     """One indexing run, on one rank of the process group (public so that tests and tools can drive
     ranks as threads; `build_index` is the entry point)."""
@@ -230,8 +242,11 @@ class IndexJob(PartWork):
     def run(self) -> dict:
         started = time.perf_counter()
         tokenizer = load_tokenizer(self.options.tokenizer, self.options.eos_token)
+        imports = threading.Thread(target=_import_later_stages, name='import-later-stages', daemon=True)
+        imports.start()
         with StageTimer(self.timings, 'read_tokenize'):
             self._read(tokenizer)
+        imports.join()
         records = [PartRecord.load(self.part_dir(p)) for p in range(self.num_parts)]
         self.window_counts = np.asarray([record.windows for record in records], np.int64)
         if self.window_counts.sum() == 0:

@@ -167,7 +167,7 @@ def embed_part(directory: str, embedder: Embedder) -> None:
         vectors = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=(spool.count, embedder.dim))
         for start in range(0, spool.count, EMBED_BATCH):
             rows = np.arange(start, min(start + EMBED_BATCH, spool.count))
-            vectors[rows] = embedder.embed(spool.texts(rows))
+            vectors[rows] = embedder.embed(spool.windows_for(embedder, rows))
         vectors.flush()
         del vectors
 

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from cis_stream.embedders import reads_tokens
 from cis_stream.text.tokens import Windows
 
 TOKENS, TEXTS, TABLE = 'tokens.bin', 'texts.bin', 'table.npy'
@@ -85,6 +86,14 @@ class WindowSpool:
 
     def texts(self, rows: np.ndarray) -> list[str]:
         return [data.decode('utf-8') for data in self._read(TEXTS, 1, self.table[rows][:, 3:5])]
+
+    def token_windows(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The token ids of each of `rows` (int32)."""
+        return [np.frombuffer(data, np.int32) for data in self._read(TOKENS, 4, self.table[rows][:, 1:3])]
+
+    def windows_for(self, embedder, rows: np.ndarray) -> list:
+        """`rows` as `embedder` takes them: token ids or texts."""
+        return self.token_windows(rows) if reads_tokens(embedder) else self.texts(rows)
 
     def eos_joined_tokens(self, rows: np.ndarray, eos_id: int) -> np.ndarray:
         """The tokens of `rows` in order, each window followed by one EOS token."""

@@ -153,6 +153,10 @@ class Windows:
     def starts(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
 
+    def token_windows(self) -> list[np.ndarray]:
+        """Each window's ids."""
+        return np.split(self.tokens, np.cumsum(self.lengths)[:-1]) if len(self.lengths) else []
+
     def select(self, keep: np.ndarray) -> 'Windows':
         """The windows where the boolean `keep` is true, in the same order."""
         return Windows(self.tokens[np.repeat(keep, self.lengths)], self.lengths[keep], self.doc_index[keep],

@@ -2,7 +2,8 @@
 fingerprints recorded, so a change that alters what an index holds, or how its content is hashed, fails
 here. The restructure (issue 13) kept the values of commit af651f4. They were recorded anew when the
 fingerprint stopped hashing the input files' sizes (issue 15: the same text as JSON lines or Parquet is
-the same index), in a change that touched nothing else.
+the same index), in a change that touched nothing else, and again when lsi's features became token ids
+(issue 18), which changes every lsi index.
 
 The fingerprints also depend on the libraries that compute the content (faiss's k-means, numpy,
 the tokenizers, Streaming's shard index, zstd's compressed bytes), and on the CPU code paths those
@@ -32,19 +33,13 @@ from tests.helpers import SMALL_OPTIONS, json_line, write_lines
 # planted bad lines, .jsonl.gz and .jsonl.zst; lsi, levels 5/20, window 128); fixtures_mixture's
 # mix_index (a BPE tokenizer trained on the pool, levels 8/64, window 128, seq_len 64).
 RECORDED = {
-    # Recorded by commit cd54122 and confirmed by the code of this one (AMD EPYC, AVX2).
-    'openblas Haswell+Zen, faiss AVX2': {
-        'small_index': 'c808e96ffc186e8ea5f0112824406b1524f1376409f32f5def28c167524d18f1',
-        'small_excluded': 'ca5924b6c6753b60a7e61bf11a729756532edcff0b8bdac7142614d81cb4db25',
-        'wiki_index': '4bc388a9e8adaea35445df966e7f634230b35e6f2f871dd7b475cf5ba3262408',
-        'mix_index': 'd2c3fa88ac5a958879ca9fba75c9fbb6973791ac6195dfb16a7ac40b405076f0',
-    },
-    # Recorded (issue 15) on the machine that ran CI then, whose CPU path was not noted.
-    'unnoted': {
-        'small_index': '6fe66ba2c12e0dd0c7fa06108f4bea425912a2898a5b70f32e2533ea5b873204',
-        'small_excluded': 'a1548122b81d6d46383b9f0a1cd5ef8a0102cb3ce864474a38664cf088e3a34e',
-        'wiki_index': 'e0f6c4e6fa736acf3819ae72fb9f8704e22075c726fe3c3007800f6cb923c880',
-        'mix_index': '2fda0a402417dacc84678d161be16a027b4a854f04ff46891ad2eb422b04cb2a',
+    # Recorded anew when lsi moved from word to token-id features (issue 18), which changes every lsi index;
+    # confirmed by the code of this commit (Intel Xeon, AVX2 pinned by conftest.py).
+    'openblas Haswell, faiss AVX2': {
+        'small_index': 'a86415b2f96357d77fd6878699f47ac11d2ce6b44fbb015c99e991d7bac13b5e',
+        'small_excluded': 'ac38512e40e8dc2f9df16127de04bb046646782454bdce680b7b4f34ad205313',
+        'wiki_index': 'f037ba57cac79950b264414c25f20f90e5bc505632b1ee74750f22238d7bd4ec',
+        'mix_index': 'fe1a78a7231ba9fa193379a4b2fee7f120e7909a7ee97f7f7f18a415eb74dffa',
     },
 }
 RECORDED_WITH = {'python': '3.11', 'numpy': '2.1.3', 'faiss-cpu': '1.15.1', 'scikit-learn': '1.9.1',

@@ -462,6 +462,23 @@ def test_minilm_on_onnx_runtime_int8_places_windows_where_pytorch_does(wiki_reco
     with pytest.raises(ValueError, match="minilm backend 'tpu'"):
         MiniLMEmbedder(backend='tpu')
 
+def test_lsi_on_words_still_builds_and_places_as_it_indexed(small_corpus, out_dir, capsys):
+    """`--lsi-features words`: lsi as it counted before token ids, recorded in the manifest and the state."""
+    from cis_stream import cli
+    assert cli.main(['index', small_corpus.files[0], '--out', out_dir, '--levels', '2,4', '--window', '64',
+                     '--lsi-features', 'words']) == 0
+    index = CISIndex.open(out_dir)
+    assert index.manifest['options']['embedder'] == {
+        'name': 'lsi', 'config': {'dim': 128, 'n_features': 1 << 16, 'features': 'words'}}
+    assert index.embedder.features == 'words' and not index.embedder.reads_tokens
+    assert_place_reproduces_counts(index, small_corpus.texts)
+    default = build_index([small_corpus.root], out_dir + '-tokens', levels=[2, 4], window=64, progress=False)
+    assert default.embedder.features == 'tokens' and default.fingerprint != index.fingerprint
+    with pytest.raises(SystemExit, match='--lsi-features words: only for --embedder lsi'):
+        cli.main(['index', small_corpus.files[0], '--out', out_dir + '-x', '--embedder', 'minilm',
+                  '--lsi-features', 'words'])
+
+
 def test_custom_embedder_class_builds_and_reloads(small_corpus, out_dir):
     fits, loads = VocabEmbedder.fit_calls, len(VocabEmbedder.loaded_from)
     name = 'tests.helpers:VocabEmbedder'
