@@ -108,7 +108,7 @@ def run_index(args: argparse.Namespace) -> int:
     from cis_stream.index.job import build_index
     index = build_index(args.inputs, args.out, options, strict=args.strict, overwrite=args.overwrite,
                         restart=args.restart, part_bytes=args.part_bytes, staging=args.staging)
-    # Imported after the build: it imports Streaming, which the build imports meanwhile (index/job.py).
+    # Imported after the build, which imports Streaming at the point it chooses (index/job.py).
     from cis_stream.report.summary import index_summary
     if int(os.environ.get('RANK', '0')) == 0:  # one summary for a distributed run
         print(index_summary(index.manifest))

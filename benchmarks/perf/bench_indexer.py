@@ -5,14 +5,16 @@
         [--source benchmarks/corpus/cache/corpus/subsets/pool_100mb.jsonl.zst --files 16 --minilm-docs 0]
         [--minilm-only]
 
-* lsi end to end (default options: 1024-token windows, 16 -> 256 clusters) on all 26,227 real
-  Wikipedia summaries (11 MB, in 8 files), or on `--source` cut into `--files` files, on 1
-  process and on 2 (torchrun), vs DSIR
+* lsi end to end (default options: token-id features, 1024-token windows, 16 -> 256 clusters) on all
+  26,227 real Wikipedia summaries (11 MB, in 8 files), or on `--source` cut into `--files` files, on 1
+  process and on 2 (torchrun), and lsi on words (`--lsi-features words`) on 1 process, vs DSIR
   (`data-selection` HashedNgramDSIR with num_proc=2: fit the importance estimator + compute
-  importance weights over the same files). Target: lsi >= 3x DSIR's MB/s. Times are the jobs'
-  own (imports and the launcher excluded, as for DSIR, which runs in this process).
+  importance weights over the same files). Target: lsi >= 5x DSIR's MB/s at 30 and 100 MB, >= 3x at
+  11 MB, on 1 process. Times are the jobs' own (imports and the launcher excluded, as for DSIR, which
+  runs in this process).
 * lsi's hashed word n-grams (`cis_stream/embedders/hashing.py`) against scikit-learn's `HashingVectorizer`,
-  which gives the same matrix, on the 1024-token windows of the first ~6 MB of the corpus.
+  which gives the same matrix, and the token-id n-grams lsi counts by default, on the 1024-token windows
+  of the first ~6 MB of the corpus.
 * minilm on the first `--minilm-docs` English summaries: the index's embed stage vs a bare
   `SentenceTransformer.encode` of the same window texts. Target: >= 0.9x the bare throughput.
   Then its backends on the same windows, PyTorch against ONNX Runtime fp32 and int8
@@ -100,7 +102,7 @@ def lsi_against_dsir(args: argparse.Namespace) -> None:
             with open(path, encoding='utf-8') as src:   # a 2.5% sample as the "specialist" target
                 dst.writelines(itertools.islice(src, 0, None, 40))
 
-    dsir, lsi, lsi_two, stages = [], [], [], {s: [] for s in STAGES}
+    dsir, lsi, lsi_two, lsi_words, stages = [], [], [], [], {s: [] for s in STAGES}
     for _ in range(args.repeats):
         dsir.append(run_dsir(files, target, os.path.join(OUT, 'dsir_cache')))
         manifest = run_index(split, os.path.join(OUT, 'bench_lsi_index'), embedder='lsi')
@@ -108,6 +110,8 @@ def lsi_against_dsir(args: argparse.Namespace) -> None:
         for stage in STAGES:
             stages[stage].append(manifest['timings'][stage])
         lsi_two.append(launch_index(2, split, os.path.join(OUT, 'bench_lsi_index_2'))['total'])
+        lsi_words.append(run_index(split, os.path.join(OUT, 'bench_lsi_index'), embedder='lsi',
+                                   embedder_config={'features': 'words'})['timings']['total'])
     windows = manifest['totals']['windows']
     print(f'\ncorpus: {split} ({megabytes:.1f} MB, {windows:,} windows of <= 1024 tokens)')
     print('\n| lsi stage | seconds (median) | MB/s | windows/s |\n|---|---|---|---|')
@@ -116,10 +120,11 @@ def lsi_against_dsir(args: argparse.Namespace) -> None:
         print(f'| {stage} | {seconds:.2f} | {megabytes / seconds:.1f} | {windows / seconds:,.0f} |')
     print('\n| end to end | seconds (median) | MB/s | ratio to DSIR |\n|---|---|---|---|')
     print(f'| DSIR fit + importance weights | {median(dsir):.2f} | {megabytes / median(dsir):.2f} | 1.00 |')
-    for name, runs in (('cis_stream index, lsi, 1 process', lsi), ('cis_stream index, lsi, 2 processes', lsi_two)):
+    for name, runs in (('cis_stream index, lsi, 1 process', lsi), ('cis_stream index, lsi, 2 processes', lsi_two),
+                       ('cis_stream index, lsi on words, 1 process', lsi_words)):
         print(f'| {name} | {median(runs):.2f} | {megabytes / median(runs):.2f} | {median(dsir) / median(runs):.2f} |')
 
-    print(json.dumps({'dsir_s': dsir, 'lsi_s': lsi, 'lsi_2_processes_s': lsi_two}))
+    print(json.dumps({'dsir_s': dsir, 'lsi_s': lsi, 'lsi_2_processes_s': lsi_two, 'lsi_words_s': lsi_words}))
     hashing(files, args.repeats)
 
 
@@ -127,7 +132,7 @@ def hashing(files: list[str], repeats: int, megabytes: float = 6.0) -> None:
     import numpy as np
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    from cis_stream.embedders.hashing import hashed_word_ngrams
+    from cis_stream.embedders.hashing import hashed_token_ngrams, hashed_word_ngrams
     from cis_stream.text.readers import read_documents
     from cis_stream.text.tokens import load_tokenizer, make_windows
     texts, size = [], 0
@@ -136,17 +141,22 @@ def hashing(files: list[str], repeats: int, megabytes: float = 6.0) -> None:
         size += len(doc.text)
         if size > megabytes * 1e6:
             break
-    windows = make_windows(load_tokenizer(), texts, 1024).texts
+    cut = make_windows(load_tokenizer(), texts, 1024)
+    windows, ids = cut.texts, cut.token_windows()
     reference = HashingVectorizer(n_features=1 << 16, ngram_range=(1, 2), alternate_sign=False, norm=None,
                                   dtype=np.float32)
-    theirs, ours = [], []
+    theirs, words, tokens = [], [], []
     for _ in range(repeats):
         theirs.append(timed(reference.transform, windows)[0])
-        ours.append(timed(hashed_word_ngrams, windows, 1 << 16)[0])
-    print(f'\nlsi word n-gram hashing, {len(windows):,} windows ({size / 1e6:.1f} M characters)')
+        words.append(timed(hashed_word_ngrams, windows, 1 << 16)[0])
+        tokens.append(timed(hashed_token_ngrams, ids, 1 << 16)[0])
+    print(f'\nlsi n-gram hashing, {len(windows):,} windows ({size / 1e6:.1f} M characters)')
     print('| hashing | seconds (median) | ratio |\n|---|---|---|')
-    print(f'| scikit-learn HashingVectorizer | {median(theirs):.2f} | 1.00 |')
-    print(f'| cis_stream.hashing | {median(ours):.2f} | {median(theirs) / median(ours):.2f} |')
+    print(f'| scikit-learn HashingVectorizer (words) | {median(theirs):.2f} | 1.00 |')
+    print(f'| cis_stream.hashing, words (the same matrix) | {median(words):.2f} | '
+          f'{median(theirs) / median(words):.2f} |')
+    print(f'| cis_stream.hashing, token ids (the default) | {median(tokens):.2f} | '
+          f'{median(theirs) / median(tokens):.2f} |')
 
 
 def minilm(docs: int, repeats: int) -> None:

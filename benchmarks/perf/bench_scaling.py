@@ -1,7 +1,7 @@
 """Indexer scaling and memory: time and peak RSS at 3 corpus sizes and 2 tree sizes (issue 5).
 
     .venv/bin/python -m benchmarks.perf.bench_scaling [--sizes 30 100 300] [--trees 16,256 64,4096]
-        [--tokenizers gpt2 neox llama3]
+        [--tokenizers gpt2 neox llama3] [--baselines tiktoken tokenizers]
 
 The corpora are the 30/100/300 MB subsets of the quality benchmark's generalist pool
 (`python -m benchmarks.corpus.build`), each cut into files of about 8 MB, as a real corpus would
@@ -10,7 +10,8 @@ its wall time, stage timings (from the manifest) and peak RSS (VmHWM) are record
 In the same run, the baseline: the bare tokenizer over the same documents in its own process, through
 the tiktoken encoder the indexer itself uses, with no offsets or windows (the floor any indexer
 that makes training tokens pays; linear in the text), and `tokenizers` alone (one `encode` a
-document) for comparison. Tokenizers (`--tokenizers`): GPT-2 BPE (the default), and byte-level BPEs
+document) for comparison (`--baselines tiktoken` leaves it out: it takes 5-7x as long).
+Tokenizers (`--tokenizers`): GPT-2 BPE (the default), and byte-level BPEs
 of the GPT-NeoX kind (NFC, GPT-2's split; 50,257 ids) and the Llama-3 kind (its split regex;
 100,000 ids), trained on the first 30 MB subset (cached under benchmarks/out/).
 The exponent b of time = a * MB^b is fitted by least squares on the log-log points.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -78,13 +80,14 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process.
+def measure(command: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds: user + system) of one child process.
 
     The peak is polled from /proc (VmHWM never decreases, so the last reading is the peak, give or
     take the last POLL seconds). Not `wait4`'s ru_maxrss: a forked child inherits the parent's
     RSS into it, which would count this script's own memory.
     """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
@@ -96,7 +99,8 @@ def measure(command: list[str]) -> tuple[float, float]:
         if process.returncode:
             log.seek(0)
             raise SystemExit(f'{command[:4]} failed: {log.read().decode(errors="replace")[-3000:]}')
-    return wall, peak
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child just reaped (and its children)
+    return wall, peak, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def exponent(sizes: list[float], seconds: list[float]) -> float:
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument('--sizes', type=int, nargs='+', default=[30, 100, 300])
     parser.add_argument('--trees', nargs='+', default=['16,256', '64,4096'], help='levels of each tree')
     parser.add_argument('--tokenizers', nargs='+', default=['gpt2'], choices=['gpt2', *VOCAB])
+    parser.add_argument('--baselines', nargs='+', default=['tiktoken', 'tokenizers'],
+                        choices=['tiktoken', 'tokenizers'])
     args = parser.parse_args()
     tokenizers = {name: tokenizer_path(name) for name in args.tokenizers}
     rows = []
@@ -121,22 +127,23 @@ def main() -> None:
         files = sorted(os.path.join(folder, name) for name in os.listdir(folder))
         megabytes = sum(os.path.getsize(f) for f in files) / 1e6
         for name, tokenizer in tokenizers.items():
-            for engine in ('tiktoken', 'tokenizers'):
-                wall, rss = measure([sys.executable, '-c', TOKENIZE_ONLY, engine, tokenizer, *files])
+            for engine in args.baselines:
+                wall, rss, cpu = measure([sys.executable, '-c', TOKENIZE_ONLY, engine, tokenizer, *files])
                 rows.append({'size_mb': megabytes, 'what': f'tokenize only ({engine})', 'tokenizer': name,
-                             'wall': wall, 'rss_mb': rss})
+                             'wall': wall, 'rss_mb': rss, 'cpu': cpu})
                 print(f'{megabytes:.0f} MB, {name}: tokenize only ({engine}) {wall:.1f} s, {rss:.0f} MB RSS',
                       flush=True)
             flags = [] if name == 'gpt2' else ['--tokenizer', tokenizer]
             for tree in args.trees:
                 out = os.path.join(work, 'index')
                 shutil.rmtree(out, ignore_errors=True)
-                wall, rss = measure([sys.executable, '-m', 'cis_stream.index', folder, '--out', out, '--levels', tree,
-                                     *flags])
+                wall, rss, cpu = measure([sys.executable, '-m', 'cis_stream.index', folder, '--out', out,
+                                          '--levels', tree, *flags])
                 with open(os.path.join(out, 'cis_index.json'), encoding='utf-8') as handle:
                     manifest = json.load(handle)
                 rows.append({'size_mb': megabytes, 'what': f'index {tree}', 'tokenizer': name, 'wall': wall,
-                             'rss_mb': rss, 'windows': manifest['totals']['windows'], **manifest['timings']})
+                             'rss_mb': rss, 'cpu': cpu, 'windows': manifest['totals']['windows'],
+                             **manifest['timings']})
                 print(f'{megabytes:.0f} MB, {name}: index {tree} {wall:.1f} s, {rss:.0f} MB RSS', flush=True)
     shutil.rmtree(work)
     with open(os.path.join(OUT, 'bench_scaling.json'), 'w', encoding='utf-8') as handle:
@@ -145,19 +152,21 @@ def main() -> None:
 
 
 def report(rows: list[dict]) -> None:
-    """The runs, each with its speed as a share of the bare tiktoken tokenizer's on the same text."""
-    bare = {(row['size_mb'], row.get('tokenizer', 'gpt2')): row['wall'] for row in rows
+    """The runs, each with its speed as a share of the bare tiktoken tokenizer's on the same text: in wall
+    time, and in CPU time (the indexer imports Streaming on a second thread while it reads)."""
+    bare = {(row['size_mb'], row.get('tokenizer', 'gpt2')): row for row in rows
             if row['what'] == 'tokenize only (tiktoken)'}
-    print('\n| corpus (MB) | tokenizer | run | wall (s) | MB/s | x bare tiktoken | peak RSS (MB) | '
-          + ' | '.join(STAGES[:-1]) + ' |')
-    print('|---|---|---|---|---|---|---|' + '---|' * (len(STAGES) - 1))
+    print('\n| corpus (MB) | tokenizer | run | wall (s) | MB/s | x bare tiktoken | CPU (s) | x bare tiktoken (CPU) | '
+          'peak RSS (MB) | ' + ' | '.join(STAGES[:-1]) + ' |')
+    print('|---|---|---|---|---|---|---|---|---|' + '---|' * (len(STAGES) - 1))
     for row in rows:
         tokenizer = row.get('tokenizer', 'gpt2')
-        share = bare.get((row['size_mb'], tokenizer))
+        base = bare.get((row['size_mb'], tokenizer))
         stages = ' | '.join(f'{row[s]:.1f}' if s in row else '-' for s in STAGES[:-1])
-        ratio = f"{share / row['wall']:.2f}" if share else '-'
+        ratio = f"{base['wall'] / row['wall']:.2f}" if base else '-'
+        cpu_ratio = f"{base['cpu'] / row['cpu']:.2f}" if base and 'cpu' in row else '-'
         print(f"| {row['size_mb']:.0f} | {tokenizer} | {row['what']} | {row['wall']:.1f} | "
-              f"{row['size_mb'] / row['wall']:.2f} | {ratio} | "
+              f"{row['size_mb'] / row['wall']:.2f} | {ratio} | {row.get('cpu', float('nan')):.1f} | {cpu_ratio} | "
               f"{row['rss_mb']:.0f} | {stages} |")
     print('\n| tokenizer | run | exponent b of wall = a * MB^b | exponent of total (manifest) | '
           'peak RSS, smallest -> largest (MB) |')

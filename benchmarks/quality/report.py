@@ -50,7 +50,8 @@ def report(rows: list[dict], domains: list[str], tree: list[int]) -> str:
     out += curve_tables(rows)
     out += schedule_table(rows)
     out += seed_table(rows)
-    other = [r for r in rows if r['table'] not in ('main', 'curve')]
+    out += lsi_features_table(rows)
+    other = [r for r in rows if r['table'] not in ('main', 'curve', 'lsi tokens')]
     if other:
         out.append('\n| table | method | domain | seed | ' + ' | '.join(domains) + ' | generalist | extra |')
         out.append('|---' * (len(domains) + 6) + '|')
@@ -131,6 +132,30 @@ def curve_tables(rows: list[dict]) -> list[str]:
         seconds = [f"{m} {runs[m]['seconds'] / 60:.0f} min" for m in methods if runs[m].get('seconds')]
         if seconds:
             out.append(f"Wall time per run ({anchor['steps']} batches): " + ', '.join(seconds) + '.')
+    return out
+
+
+def lsi_features_table(rows: list[dict]) -> list[str]:
+    """lsi on token ids against lsi on words (`--only lsi_tokens`): each run on the token index beside the
+    same method's curve on the words index, at every budget point both have."""
+    out = []
+    words = {(r['method'], r['domain'], r['seed']): r for r in rows
+             if r['table'] == 'curve' and r.get('curve') and r['model'] == 'small' and r['size'] in ('split', '-')}
+    for run in (r for r in rows if r['table'] == 'lsi tokens' and r.get('curve')):
+        label = run['domain'] if run['domain'] != 'all' else 'generalist'
+        other = words.get((run['method'], run['domain'], run['seed']))
+        if not other:
+            continue
+        if not out:
+            out.append('\n**lsi on token ids against lsi on words** (same pool, tree, tokenizer, schedule and seed; '
+                       'uniform evaluated on the generalist held-out text, cis from the train split on its domain): '
+                       'perplexity on the words index / on the token index, lower is better.\n')
+            out.append('| method | domain | seed | ' + ' | '.join(f'{p["tokens"]:,} tokens' for p in run['curve'])
+                       + ' |')
+            out.append('|---' * (len(run['curve']) + 3) + '|')
+        cells = [f'{at_tokens(other, p["tokens"], label):.1f} / {p["perplexity"][label]:.1f}'
+                 if at_tokens(other, p['tokens'], label) is not None else '–' for p in run['curve']]
+        out.append(f"| {run['method']} | {run['domain']} | {run['seed']} | " + ' | '.join(cells) + ' |')
     return out
 
 

@@ -50,7 +50,7 @@ def leaf_chunks(sources, eos_id: int):
 def write_leaf(out: str, sources, seq_len: int, tokenizer: TokenizerHandle) -> dict:
     """One MDS stream (`tokens` column, zstd, xxh64) holding a leaf's windows."""
     # Imported here, not above: Streaming's package import takes seconds (it loads torch, torchvision and
-    # transformers), and the indexer runs it on a thread while it reads (index/job.py).
+    # transformers), and the indexer imports it after reading, before its fits (index/job.py).
     from streaming import MDSWriter
     columns = {'tokens': tokenizer.token_dtype}
     dtype = np.dtype(columns['tokens'].split(':')[1])

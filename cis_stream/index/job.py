@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 
 import numpy as np
@@ -177,14 +176,15 @@ def _check_replaceable(out: str, overwrite: bool) -> None:
                               f'away yourself') from None
 
 
-def _import_later_stages() -> None:
-    """Import what the stages after reading use (Streaming's MDS writer, scikit-learn's SVD), on a thread
-    that overlaps reading: Streaming's package import alone takes seconds (it loads torch, torchvision and
-    transformers), while reading spends its time in tiktoken, which releases the GIL. Joined when
-    reading ends; an import that fails here fails again, with its message, where it is used."""
-    with contextlib.suppress(ImportError):
-        for name in ('streaming', 'sklearn.decomposition'):
-            importlib.import_module(name)
+def _import_streaming() -> None:
+    """Import Streaming (for the pack stage's MDS writer) before the fits, never after them.
+
+    Its import (torch, torchvision, transformers) changes the fits' floating-point results in the
+    last bits (measured: another fingerprint for the same build), so an index must not depend on
+    whether its caller had imported Streaming already. The import takes seconds, so it is not done
+    at start-up, where a bad option or path should fail at once. (On a thread while reading, it made
+    reading 2-3x slower: the two take turns at the GIL.)"""
+    importlib.import_module('streaming')
 
 
 class IndexJob(PartWork):
@@ -242,11 +242,9 @@ class IndexJob(PartWork):
     def run(self) -> dict:
         started = time.perf_counter()
         tokenizer = load_tokenizer(self.options.tokenizer, self.options.eos_token)
-        imports = threading.Thread(target=_import_later_stages, name='import-later-stages', daemon=True)
-        imports.start()
         with StageTimer(self.timings, 'read_tokenize'):
             self._read(tokenizer)
-        imports.join()
+        _import_streaming()
         records = [PartRecord.load(self.part_dir(p)) for p in range(self.num_parts)]
         self.window_counts = np.asarray([record.windows for record in records], np.int64)
         if self.window_counts.sum() == 0:
