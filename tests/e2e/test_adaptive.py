@@ -52,8 +52,11 @@ def test_an_adaptive_phase_is_measured_written_drawn_exactly_and_replayed(mix_in
     dataset = ClusteredImportanceDataset(mix_index.root, schedule=_schedule(mix_weights, validation),
                                          adapt_dir=str(written.parent), batch_size=8, num_canonical_nodes=1)
     adapted = dataset.mixture.counts(1)
-    assert adapted.tolist() != dataset.mixture.phase_counts[0].tolist()
-    assert np.asarray(read_adapted(str(written), mix_index, dataset.cis_fingerprint, 1)).sum() == pytest.approx(1)
+    proportions = np.asarray(read_adapted(str(written), mix_index, dataset.cis_fingerprint, 1))
+    assert proportions.sum() == pytest.approx(1)
+    # The rule moved mass away from the weights file's proportions (32 samples an epoch may still round
+    # to the same counts), and the phase draws the counts of the adapted proportions.
+    assert not np.allclose(proportions, json.loads(open(mix_weights).read())['leaf_proportions'])
     for batches in (order[4:8], order[8:12]):  # the adaptive phase's two epochs, exactly its counts
         drawn = np.bincount(dataset.leaf_of(sum(batches, [])), minlength=mix_index.num_leaves)
         assert drawn.tolist() == adapted.tolist()
