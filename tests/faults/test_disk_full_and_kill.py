@@ -17,9 +17,9 @@ import sys
 import time
 
 import pytest
+import streaming
 from streaming import MDSWriter
 
-import cis_stream.format.leaves as leaves_module
 import cis_stream.format.manifest as manifest_module
 from cis_stream import cli
 from cis_stream.format.reader import CISIndex
@@ -57,7 +57,7 @@ def test_disk_full_publishes_nothing_and_resumes(small_corpus, small_index, out_
         monkeypatch.setattr(WindowSpool, 'append', append)
     elif where == 'shard':
         _FullDiskWriter.flushed = 0
-        monkeypatch.setattr(leaves_module, 'MDSWriter', _FullDiskWriter)
+        monkeypatch.setattr(streaming, 'MDSWriter', _FullDiskWriter)  # write_leaf imports it when called
     else:
         def bundle(*args):
             raise _no_space()
@@ -74,7 +74,7 @@ def test_disk_full_publishes_nothing_and_resumes(small_corpus, small_index, out_
 
 def test_disk_full_on_the_command_line_is_one_clear_line(small_corpus, out_dir, monkeypatch, capsys):
     _FullDiskWriter.flushed = 0
-    monkeypatch.setattr(leaves_module, 'MDSWriter', _FullDiskWriter)
+    monkeypatch.setattr(streaming, 'MDSWriter', _FullDiskWriter)  # write_leaf imports it when called
     code = cli.main(['index', small_corpus.root, '--out', out_dir, '--window', '64', '--levels', '2,4'])
     err = capsys.readouterr().err
     assert code == 1
