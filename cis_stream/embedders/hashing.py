@@ -97,8 +97,9 @@ def _hashed_token_ngrams(windows: list[np.ndarray], n_features: int) -> scipy.sp
                     + (keys % np.uint64(n_features)).astype(code_type))
     first = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1]))) if len(codes) else np.zeros(0, np.int64)
     counts = np.diff(np.append(first, len(codes))).astype(np.float32)
-    indptr = np.concatenate(([0], np.cumsum(np.bincount(codes[first] // n_features, minlength=len(windows)))))
-    return scipy.sparse.csr_matrix((counts, codes[first] % n_features, indptr), shape=(len(windows), n_features))
+    distinct = codes[first]
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(distinct // n_features, minlength=len(windows)))))
+    return scipy.sparse.csr_matrix((counts, distinct % n_features, indptr), shape=(len(windows), n_features))
 
 
 def hashed_word_ngrams(texts: list[str], n_features: int) -> scipy.sparse.csr_matrix:
