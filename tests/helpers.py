@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import bz2
 import collections
+import glob
 import gzip
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -360,3 +362,23 @@ def global_order(path, split=1):
         assert all(ids == [i for i in ids[::split] for _ in range(split)] for ids in record['ids'])
         steps[(record['epoch'], record['batch'])] = [r[i] for i in range(len(ranks[0])) for r in ranks]
     return [steps[key] for key in sorted(steps)]
+
+
+def kill_between_checkpoints(process: subprocess.Popen, folder) -> None:
+    """SIGKILL a training run (started in a session of its own) at a moment Composer's autoresume takes.
+
+    Composer writes a checkpoint, then points latest-rank0.pt at it: a run killed between the two leaves
+    a checkpoint newer than `latest`, which the resumed run refuses ("may conflict with a future
+    checkpoint"). So the run is frozen, and killed only while `latest` names its newest checkpoint.
+    """
+    while process.poll() is None:
+        os.killpg(process.pid, signal.SIGSTOP)
+        saved = glob.glob(os.path.join(folder, 'ep*-ba*-rank0.pt'))
+        latest = os.path.join(folder, 'latest-rank0.pt')
+        newest = max(saved, key=lambda path: int(re.search(r'-ba(\d+)-', path).group(1)), default=None)
+        if newest is None or (os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(newest)):
+            break
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

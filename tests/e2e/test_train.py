@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cis_stream.training.train import fit_microbatch, load_config, main
-from tests.helpers import REPO_ROOT, global_order
+from tests.helpers import REPO_ROOT, global_order, kill_between_checkpoints
 
 ROOT = REPO_ROOT
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -69,15 +69,14 @@ def test_kill_and_autoresume_continue_the_exact_order(mix_index, mix_weights, tm
     run = tmp_path / 'killed'
     args = _overrides(mix_index.root, mix_weights, run, steps, autoresume='true', save_overwrite='false')
     process = subprocess.Popen([sys.executable, TRAIN, YAML] + args, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     order_file = run / 'order.jsonl'
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         if order_file.exists() and sum(1 for _ in open(order_file)) >= 10:
             break
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_between_checkpoints(process, run / 'ckpt')
     logged = sum(1 for _ in open(order_file))
     assert process.returncode == -signal.SIGKILL and logged < steps, 'the run was not killed mid-epoch'
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, global_order
+from tests.helpers import REPO_ROOT, global_order, kill_between_checkpoints
 
 pytest.importorskip('llmfoundry', reason="llm-foundry's tests run in .venv-foundry: make test-foundry")
 
@@ -99,8 +98,7 @@ def test_a_killed_llm_foundry_run_autoresumes_the_exact_order(foundry_order, mix
             break
         time.sleep(0.2)
     assert process.poll() is None, 'the run ended before it could be killed: ' + process.stderr.read()[-2000:]
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_between_checkpoints(process, tmp_path / 'ckpt')
     assert sum(1 for _ in open(log, encoding='utf-8')) < STEPS
     result = _foundry(args)  # the same command: llm-foundry's autoresume picks the last checkpoint
     assert result.returncode == 0, result.stderr[-4000:]
