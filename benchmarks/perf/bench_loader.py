@@ -6,7 +6,11 @@ Both read the same per-leaf shards of the same index: the plain baseline is
 `StreamingDataset(streams=[Stream(local=leaf) for every leaf])`, the way one would hand-write the
 mixture with Streaming alone; cis_stream draws the uniform mixture (weights=None) over the same
 leaves with exact per-leaf counts. Each measurement alternates baseline and cis_stream and
-reports medians; the ratio is cis_stream / baseline (>= 0.95 is the target for throughput).
+reports medians and ranges; the ratio is cis_stream / baseline (>= 0.95 is the target for
+throughput). Throughput is the steady rate of a pass of `--samples` samples (both datasets get that
+epoch size, so a small index repeats its samples), timed from its first batch: the loader workers'
+start and each epoch's set-up are start-up, not throughput. (Passes of one epoch of a small index
+last under a second with 2 workers, and their ratios moved between 0.81x and 0.99x from run to run.)
 Start-up is the time from constructing the dataset to the first batch out of a DataLoader.
 """
 
@@ -17,6 +21,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -30,8 +35,9 @@ BATCH = 32
 OPTIONS = dict(batch_size=BATCH, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
 
 
-def plain(index):
-    return StreamingDataset(streams=[Stream(local=path) for path in index.leaf_paths], **OPTIONS)
+def plain(index, epoch_size=None):
+    return StreamingDataset(streams=[Stream(local=path) for path in index.leaf_paths], epoch_size=epoch_size,
+                            **OPTIONS)
 
 
 class PlainAsLong(StreamingDataset):
@@ -43,26 +49,29 @@ class PlainAsLong(StreamingDataset):
         return {'input_ids': torch.from_numpy(super().__getitem__(sample_id)['tokens'].astype(np.int64))}
 
 
-def plain_long(index):
-    return PlainAsLong(streams=[Stream(local=path) for path in index.leaf_paths], **OPTIONS)
+def plain_long(index, epoch_size=None):
+    return PlainAsLong(streams=[Stream(local=path) for path in index.leaf_paths], epoch_size=epoch_size,
+                       **OPTIONS)
 
 
-def cis(index):
-    return ClusteredImportanceDataset(index.root, None, **OPTIONS)
+def cis(index, epoch_size=None):
+    return ClusteredImportanceDataset(index.root, None, epoch_size=epoch_size, **OPTIONS)
 
 
-def drain(dataset, workers: int, limit: int) -> int:
-    """Iterate `limit` samples through a DataLoader; return tokens read."""
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers,
-                        persistent_workers=False)
-    tokens = samples = 0
-    for batch in loader:
-        ids = batch['input_ids'] if 'input_ids' in batch else batch['tokens']
-        tokens += ids.numel()
-        samples += len(ids)
-        if samples >= limit:
-            break
-    return tokens
+def steady_rate(dataset, workers: int) -> float:
+    """Tokens/s of one epoch through a DataLoader, from its first batch to its last."""
+    tokens, start = 0, None
+    for batch in DataLoader(dataset, batch_size=BATCH, num_workers=workers, persistent_workers=False):
+        if start is None:
+            start = time.perf_counter()
+            continue
+        tokens += (batch['input_ids'] if 'input_ids' in batch else batch['tokens']).numel()
+    return tokens / (time.perf_counter() - start)
+
+
+def drain(dataset) -> None:
+    for _ in DataLoader(dataset, batch_size=BATCH, num_workers=0):
+        pass
 
 
 def first_batch(build, index) -> float:
@@ -81,40 +90,44 @@ def main() -> int:
     parser.add_argument('--cases', nargs='+', default=['64:64', '1024:64', '16384:64', '64:1024'],
                         help='LEAVES:SEQ_LEN index shapes (64-token samples are the worst case for '
                              'per-sample overhead; 1024 is the paper\'s sample length)')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--samples', type=int, default=20000, help='samples per throughput pass')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--samples', type=int, default=32000, help='samples per throughput pass (its epoch size)')
     args = parser.parse_args()
     os.environ.setdefault('TMPDIR', tempfile.mkdtemp(prefix='cis-bench.'))
     rows = []
     for case in args.cases:
         leaves, seq_len = (int(part) for part in case.split(':'))
         index = bench_index(leaves, seq_len)
-        drain(plain(index), 0, 10 ** 9)  # warm-up: decompress every shard once (shared by both)
+        drain(plain(index))  # warm-up: decompress every shard once (shared by both)
         gc.collect()
         for workers in (0, 2):
             rates = {'plain': [], 'plain_long': [], 'cis': []}
             for _ in range(args.repeats):
                 for name, build in (('plain', plain), ('plain_long', plain_long), ('cis', cis)):
-                    dataset = build(index)
-                    seconds, tokens = timed(drain, dataset, workers, args.samples)
-                    rates[name].append(tokens / seconds)
+                    dataset = build(index, epoch_size=args.samples)
+                    rates[name].append(steady_rate(dataset, workers))
                     del dataset
                     gc.collect()
-            rows.append((case, f'throughput, {workers} workers (tokens/s)', median(rates['plain']),
-                         median(rates['cis']), median(rates['plain_long'])))
+            rows.append((case, f'throughput, {workers} workers (tokens/s)', rates['plain'], rates['cis'],
+                         rates['plain_long']))
             print(rows[-1], flush=True)
         starts = {'plain': [], 'cis': []}
         for _ in range(args.repeats):
             for name, build in (('plain', plain), ('cis', cis)):
                 starts[name].append(first_batch(build, index))
-        rows.append((case, 'start-up to first batch (s)', median(starts['plain']), median(starts['cis']), None))
+        rows.append((case, 'start-up to first batch (s)', starts['plain'], starts['cis'], None))
         print(rows[-1], flush=True)
-    print('\n| leaves:seq_len | measure | plain Streaming | cis_stream | ratio cis/plain | plain + int64 | '
-          'ratio cis/(plain + int64) |\n|---|---|---|---|---|---|---|')
+    print('\nMedians [min-max] of the repeats; ratios of the medians.\n\n| leaves:seq_len | measure | plain Streaming '
+          '| cis_stream | ratio cis/plain | plain + int64 | ratio cis/(plain + int64) |\n|---|---|---|---|---|---|---|')
     for case, measure, base, ours, long in rows:
-        extra = f'{long:,.2f} | {ours / long:.2f}' if long else '- | -'
-        print(f'| {case} | {measure} | {base:,.2f} | {ours:,.2f} | {ours / base:.2f} | {extra} |')
+        extra = f'{spread(long)} | {median(ours) / median(long):.2f}' if long else '- | -'
+        print(f'| {case} | {measure} | {spread(base)} | {spread(ours)} | {median(ours) / median(base):.2f} | {extra} |')
     return 0
+
+
+def spread(values: list[float]) -> str:
+    digits = 2 if median(values) < 100 else 0
+    return f'{median(values):,.{digits}f} [{min(values):,.{digits}f}-{max(values):,.{digits}f}]'
 
 
 if __name__ == '__main__':
