@@ -1,6 +1,7 @@
 """Loader throughput and start-up: ClusteredImportanceDataset vs a plain StreamingDataset.
 
-    .venv/bin/python -m benchmarks.perf.bench_loader [--cases 64:64 1024:64 16384:64 64:1024] [--repeats 3]
+    .venv/bin/python -m benchmarks.perf.bench_loader [--cases 64:64 1024:64 16384:64 64:1024] [--workers 0 2]
+        [--repeats 5] [--samples 32000]
 
 Both read the same per-leaf shards of the same index: the plain baseline is
 `StreamingDataset(streams=[Stream(local=leaf) for every leaf])`, the way one would hand-write the
@@ -90,6 +91,7 @@ def main() -> int:
     parser.add_argument('--cases', nargs='+', default=['64:64', '1024:64', '16384:64', '64:1024'],
                         help='LEAVES:SEQ_LEN index shapes (64-token samples are the worst case for '
                              'per-sample overhead; 1024 is the paper\'s sample length)')
+    parser.add_argument('--workers', type=int, nargs='+', default=[0, 2], help='DataLoader workers to time')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--samples', type=int, default=32000, help='samples per throughput pass (its epoch size)')
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> int:
         index = bench_index(leaves, seq_len)
         drain(plain(index))  # warm-up: decompress every shard once (shared by both)
         gc.collect()
-        for workers in (0, 2):
+        for workers in args.workers:
             rates = {'plain': [], 'plain_long': [], 'cis': []}
             for _ in range(args.repeats):
                 for name, build in (('plain', plain), ('plain_long', plain_long), ('cis', cis)):
