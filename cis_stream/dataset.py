@@ -4,8 +4,9 @@ One `Stream` per leaf with non-zero draws, each with an exact per-epoch `choose`
 largest-remainder rounding of epoch_size × p(leaf)), so Streaming's own partitioning, shuffling,
 multi-worker/multi-node ordering and resumption apply unchanged. We override `__getitem__`,
 `state_dict` and `load_state_dict`, as Streaming recommends for subclasses; `prepare_shard`, to
-name the leaf and file of a failure; `resample_streams`, to set each epoch's counts (schedules);
-and `_get_work`, only to start fetching a remote epoch's first shards in parallel (prefetch.py).
+name the leaf and file of a failure and to skip the cache lock for shards already unpacked;
+`resample_streams`, to set each epoch's counts (schedules); and `_get_work`, only to start fetching a
+remote epoch's first shards in parallel (prefetch.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 import warnings
 from typing import Any
 
@@ -219,6 +221,7 @@ class ClusteredImportanceDataset(StreamingDataset):
         self.download_threads = download_threads if local else 0
         kwargs.setdefault('validate_hash', 'xxh64')
         super().__init__(streams=streams, epoch_size=None, allow_unsafe_types=False, **kwargs)
+        self._unpacked = np.zeros(self.num_shards, bool)  # per process: see prepare_shard
         hashed = sum(stream.opened.hashed for stream in streams)
         unrecorded = sum(stream.opened.unrecorded for stream in streams)
         if hashed:
@@ -306,9 +309,19 @@ class ClusteredImportanceDataset(StreamingDataset):
             f'and run `cis-stream verify {root}` to check the whole index')
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Streaming's download/verify/unpack of a shard, with failures naming the leaf and file."""
+        """Streaming's download/verify/unpack of a shard, with failures naming the leaf and file.
+
+        Streaming's download thread calls this for every sample (blocking=False), and each call takes the
+        cache's FileLock, whose Python held the GIL for about a third of a 0-worker loader's time, even
+        for a shard unpacked long ago. A shard this process has seen unpacked is only touched; one that
+        went missing since still takes the full path, from the read's FileNotFoundError (blocking=True).
+        """
+        if not blocking and self._unpacked[shard_id] and self._shard_states[shard_id] == _ShardState.LOCAL:
+            self._shard_access_times[shard_id] = time.time_ns()
+            return
         try:
             super().prepare_shard(shard_id, blocking)
+            self._unpacked[shard_id] = self._shard_states[shard_id] == _ShardState.LOCAL
         except Exception as err:
             # Streaming leaves a failed shard PREPARING, and every later reader of it (other loader
             # workers too) would then wait forever: mark it not yet fetched, so they retry and fail loudly.

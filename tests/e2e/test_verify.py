@@ -6,6 +6,7 @@ and an index Streaming cannot unpack shards into is reported as such, not as dam
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 
@@ -78,6 +79,24 @@ def test_sixteen_flipped_bytes_in_a_decompressed_shard_are_caught_when_the_datas
     reference = ClusteredImportanceDataset(mix_index.root, None, **COMMON)
     sample = _sample_id(dataset, LEAF, 3)
     assert np.array_equal(dataset[sample]['input_ids'], reference[sample]['input_ids'])
+
+
+def test_decompressed_shards_deleted_mid_epoch_are_made_again(mix_index, tmp_path):
+    """Streaming's download thread skips the cache lock for shards this process has seen unpacked
+    (ClusteredImportanceDataset.prepare_shard): a read that then misses the file must still make it
+    again from the compressed shard, and the epoch go on unchanged."""
+    root = _fresh_copy(mix_index, tmp_path / 'index')
+    _read_once(root)
+    reference = list(ClusteredImportanceDataset(mix_index.root, None, epoch_size=600, **COMMON))
+    items = iter(ClusteredImportanceDataset(root, None, epoch_size=600, **COMMON))
+    read = [next(items) for _ in range(300)]
+    deleted = glob.glob(os.path.join(root, 'clusters', '*', 'shard.*.mds'))
+    for path in deleted:
+        os.remove(path)
+    read += list(items)
+    assert len(read) == len(reference) == 600
+    assert all(np.array_equal(ours['input_ids'], theirs['input_ids']) for ours, theirs in zip(read, reference))
+    assert 0 < sum(os.path.isfile(path) for path in deleted) < len(deleted)  # the rest of the epoch's, made again
 
 
 def test_an_unchanged_verified_shard_is_not_hashed_again(mix_index, tmp_path):
