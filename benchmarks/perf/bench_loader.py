@@ -36,9 +36,9 @@ BATCH = 32
 OPTIONS = dict(batch_size=BATCH, shuffle=True, shuffle_seed=7, num_canonical_nodes=1)
 
 
-def plain(index, epoch_size=None):
-    return StreamingDataset(streams=[Stream(local=path) for path in index.leaf_paths], epoch_size=epoch_size,
-                            **OPTIONS)
+def plain(index, epoch_size=None, dataset_class=StreamingDataset):
+    return dataset_class(streams=[Stream(local=path) for path in index.leaf_paths], epoch_size=epoch_size,
+                         **OPTIONS)
 
 
 class PlainAsLong(StreamingDataset):
@@ -51,8 +51,7 @@ class PlainAsLong(StreamingDataset):
 
 
 def plain_long(index, epoch_size=None):
-    return PlainAsLong(streams=[Stream(local=path) for path in index.leaf_paths], epoch_size=epoch_size,
-                       **OPTIONS)
+    return plain(index, epoch_size, PlainAsLong)
 
 
 def cis(index, epoch_size=None):
