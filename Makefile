@@ -39,15 +39,16 @@ test-fast: $(STAMP)
 	else echo "test files kept in $$tmp"; exit 1; fi
 
 # One pytest process per group of test files: Streaming keeps six shared-memory file handles per dataset
-# open until the process ends, and the whole suite in one process (later the whole e2e tier) ran out of
-# file descriptors (20,000 here). So e2e runs as two halves of its files, then the fault tier.
+# open until the process ends, and the whole suite in one process ran out of file descriptors (20,000
+# here); later so did half of the e2e tier, once. So e2e runs as three thirds of its files, then the fault tier.
 E2E_FILES := $(sort $(wildcard tests/e2e/test_*.py))
-E2E_HALF := $(shell echo $$(( $(words $(E2E_FILES)) / 2 )))
-E2E_FIRST := $(wordlist 1,$(E2E_HALF),$(E2E_FILES))
-E2E_SECOND := $(wordlist $(shell echo $$(( $(E2E_HALF) + 1 ))),$(words $(E2E_FILES)),$(E2E_FILES))
+E2E_THIRD := $(shell echo $$(( ($(words $(E2E_FILES)) + 2) / 3 )))
+E2E_FIRST := $(wordlist 1,$(E2E_THIRD),$(E2E_FILES))
+E2E_SECOND := $(wordlist $(shell echo $$(( $(E2E_THIRD) + 1 ))),$(shell echo $$(( 2 * $(E2E_THIRD) ))),$(E2E_FILES))
+E2E_THIRD_FILES := $(wordlist $(shell echo $$(( 2 * $(E2E_THIRD) + 1 ))),$(words $(E2E_FILES)),$(E2E_FILES))
 test: test-fast
 	tmp=$$(mktemp -d /tmp/cis-test.XXXXXX); \
-	for group in "$(E2E_FIRST)" "$(E2E_SECOND)" tests/faults; do \
+	for group in "$(E2E_FIRST)" "$(E2E_SECOND)" "$(E2E_THIRD_FILES)" tests/faults; do \
 	  TMPDIR=$$tmp HF_HUB_OFFLINE=1 $(PY) -m pytest -x -q $$group || { echo "test files kept in $$tmp"; exit 1; }; \
 	done; rm -rf $$tmp
 
